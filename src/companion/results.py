@@ -1,0 +1,59 @@
+"""The results file each notebook writes: metrics and parameters here, provenance added by the runner."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RESULTS_ENV = "COMPANION_RESULTS"
+
+
+def to_jsonable(value: Any) -> Any:
+    """Convert numpy scalars/arrays, tuples and paths into plain JSON types."""
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return to_jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def write_json_atomic(path: Path, payload: Any) -> Path:
+    """Write JSON to a temporary file beside path, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(to_jsonable(payload), handle, indent=1, ensure_ascii=False)
+    os.replace(tmp, path)
+    return path
+
+
+def record(metrics: dict[str, Any], *, models: list[dict[str, str]] | None = None,
+           data: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Hand a notebook's metrics (and the model/data identities it used) to the runner.
+
+    Under `companion run` this writes the file the runner turns into book/_generated/results/<name>.json;
+    run interactively it writes nothing and returns the payload.
+    """
+    payload = {"metrics": to_jsonable(metrics), "models": models or [], "data": data or []}
+    target = os.environ.get(RESULTS_ENV)
+    if target:
+        write_json_atomic(Path(target), payload)
+    return payload
+
+
+def load(name: str, results_dir: str | Path = "book/_generated/results") -> dict[str, Any]:
+    """Read one notebook's results file."""
+    return json.loads((Path(results_dir) / f"{name}.json").read_text(encoding="utf-8"))
