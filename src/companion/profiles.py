@@ -1,0 +1,183 @@
+"""Profiles (smoke/default/paper) and the parameters each notebook declares, checked before anything runs."""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+from fnmatch import fnmatch
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import yaml
+
+from companion.data import closest
+from companion.errors import UserError
+
+PROFILE_KEYS = ("description", "all", "notebooks")
+
+
+@dataclass(frozen=True)
+class Notebook:
+    """A parameterized notebook: its path, its name (file stem) and its declared parameter defaults."""
+
+    path: Path
+    name: str
+    defaults: dict[str, Any] = field(hash=False)
+
+
+def parameters_cell(path: Path) -> str:
+    """Source of the cell tagged 'parameters'; an error when the notebook has none."""
+    notebook = nbformat.read(path, as_version=4)
+    for cell in notebook.cells:
+        if cell.cell_type == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
+            return cell.source
+    raise UserError(f"notebook {path} has no cell tagged 'parameters'; tag its first code cell 'parameters'")
+
+
+def declared_parameters(path: Path) -> dict[str, Any]:
+    """The name = literal assignments of a notebook's parameters cell, evaluated as Python literals."""
+    source = parameters_cell(path)
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as exc:
+        raise UserError(f"notebook {path}: its parameters cell is not valid Python ({exc.msg})") from exc
+    found: dict[str, Any] = {}
+    for node in tree.body:
+        if isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                if isinstance(target, ast.Name) and node.value is not None:
+                    try:
+                        found[target.id] = ast.literal_eval(node.value)
+                    except ValueError as exc:
+                        raise UserError(
+                            f"notebook {path}: parameter '{target.id}' must be a literal (number, string, list, dict)"
+                        ) from exc
+    return found
+
+
+def discover(notebooks_dir: Path) -> list[Notebook]:
+    """Every notebook under notebooks_dir (recursively), sorted by name; names must be unique."""
+    found: dict[str, Notebook] = {}
+    for path in sorted(notebooks_dir.rglob("*.ipynb")):
+        if ".ipynb_checkpoints" in path.parts:
+            continue
+        if path.stem in found:
+            raise UserError(f"two notebooks are named {path.stem} ({found[path.stem].path}, {path}); rename one")
+        found[path.stem] = Notebook(path=path, name=path.stem, defaults=declared_parameters(path))
+    return sorted(found.values(), key=lambda nb: nb.name)
+
+
+def select(notebooks: list[Notebook], pattern: str | None) -> list[Notebook]:
+    """Notebooks whose name matches the shell pattern (all when pattern is None)."""
+    if not pattern:
+        return notebooks
+    chosen = [nb for nb in notebooks if fnmatch(nb.name, pattern) or fnmatch(nb.name, f"{pattern}*")]
+    if not chosen:
+        names = ", ".join(nb.name for nb in notebooks)
+        raise UserError(f"--only '{pattern}' matches no notebook; names are: {names}")
+    return chosen
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    """A profile file as a mapping; a malformed file is a user error naming the file and line."""
+    try:
+        content = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise UserError(f"profile file {path} is not valid YAML{where}; fix the file (see notebooks/profiles/smoke.yaml)") from exc
+    if not isinstance(content, dict):
+        raise UserError(f"profile file {path} must be a mapping with keys {', '.join(PROFILE_KEYS)}")
+    unknown = [key for key in content if key not in PROFILE_KEYS]
+    if unknown:
+        hint = closest(str(unknown[0]), PROFILE_KEYS)
+        raise UserError(
+            f"profile file {path}: unknown top-level key '{unknown[0]}'"
+            + (f" (did you mean '{hint}'?)" if hint else "") + f"; allowed: {', '.join(PROFILE_KEYS)}"
+        )
+    for key in ("all", "notebooks"):
+        if not isinstance(content.get(key) or {}, dict):
+            raise UserError(f"profile file {path}: '{key}' must be a mapping")
+    for name, values in (content.get("notebooks") or {}).items():
+        if not isinstance(values or {}, dict):
+            raise UserError(f"profile file {path}: notebooks.{name} must be a mapping of parameter: value")
+    return content
+
+
+def profile_files(profiles_dir: Path, profile: str) -> list[Path]:
+    """The files of a profile: NAME.yaml plus fragments PART.NAME.yaml (one per part of the book)."""
+    main = profiles_dir / f"{profile}.yaml"
+    if not main.exists():
+        known = sorted(p.stem for p in profiles_dir.glob("*.yaml") if "." not in p.stem)
+        raise UserError(f"unknown profile '{profile}'; available: {', '.join(known)} (files in {profiles_dir})")
+    return [main, *sorted(profiles_dir.glob(f"*.{profile}.yaml"))]
+
+
+def load_profile(profiles_dir: Path, profile: str) -> dict[str, Any]:
+    """Merge a profile's files into {'all': {...}, 'notebooks': {name: {...}}}."""
+    merged: dict[str, Any] = {"all": {}, "notebooks": {}}
+    for path in profile_files(profiles_dir, profile):
+        content = _read_yaml(path)
+        merged["all"].update(content.get("all") or {})
+        for name, values in (content.get("notebooks") or {}).items():
+            merged["notebooks"].setdefault(name, {}).update(values or {})
+    return merged
+
+
+def parse_sets(items: list[str]) -> dict[str, Any]:
+    """--set KEY=VALUE pairs, each value parsed as YAML (so [en,sw] is a list and 3 an int)."""
+    parsed: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set '{item}' must look like KEY=VALUE, e.g. --set seed=1")
+        try:
+            parsed[key.strip()] = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise UserError(f"--set {key}: value '{raw}' is not valid YAML; quote strings, write lists as [a,b]") from exc
+    return parsed
+
+
+def _unknown_key(notebooks: list[Notebook], key: str, source: str) -> UserError:
+    """The error for a key no notebook declares, naming the notebook(s) and the closest declared key."""
+    declared = sorted({k for nb in notebooks for k in nb.defaults})
+    hint = closest(key, declared)
+    names = ", ".join(nb.name for nb in notebooks)
+    return UserError(
+        f"{source}: notebook {names} has no parameter '{key}'"
+        + (f" (did you mean '{hint}'?)" if hint else "")
+        + f"; valid parameters: {', '.join(declared)}"
+    )
+
+
+def resolve(notebooks: list[Notebook], selected: list[Notebook], profile: dict[str, Any],
+            sets: dict[str, Any], profile_name: str) -> dict[str, dict[str, Any]]:
+    """Resolved parameters of each selected notebook: defaults < profile 'all' < profile notebook < --set.
+
+    Every profile key and --set key is checked against the notebooks' parameters cells first.
+    """
+    by_name = {nb.name: nb for nb in notebooks}
+    for name, values in profile["notebooks"].items():
+        if name not in by_name:
+            hint = closest(name, sorted(by_name))
+            raise UserError(
+                f"profile '{profile_name}' names notebook '{name}', which does not exist"
+                + (f" (did you mean '{hint}'?)" if hint else "")
+            )
+        for key in values:
+            if key not in by_name[name].defaults:
+                raise _unknown_key([by_name[name]], key, f"profile '{profile_name}'")
+    for source, keys in ((f"profile '{profile_name}' (all)", profile["all"]), ("--set", sets)):
+        for key in keys:
+            if not any(key in nb.defaults for nb in selected):
+                raise _unknown_key(selected, key, source)
+    resolved = {}
+    for nb in selected:
+        params = dict(nb.defaults)
+        params.update({k: v for k, v in profile["all"].items() if k in nb.defaults})
+        params.update(profile["notebooks"].get(nb.name, {}))
+        params.update({k: v for k, v in sets.items() if k in nb.defaults})
+        resolved[nb.name] = params
+    return resolved

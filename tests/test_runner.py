@@ -1,0 +1,137 @@
+"""The runner on a toy project: skip when up to date, re-run exactly what changed, keep the last good output."""
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from companion import cli, profiles
+from companion.errors import UserError
+from companion.runner import Project, run
+
+RECORD = (
+    "import json, os\n"
+    "json.dump({'metrics': {'y': y}, 'models': [], 'data': []}, open(os.environ['COMPANION_RESULTS'], 'w'))"
+)
+
+
+def _notebook(path: Path, params: str, body: str) -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    cell = nbformat.v4.new_code_cell(params)
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_markdown_cell("# Toy"), cell, nbformat.v4.new_code_cell(body),
+                nbformat.v4.new_code_cell(RECORD)]
+    nbformat.write(nb, path)
+
+
+@pytest.fixture()
+def project(tmp_path: Path) -> Project:
+    """Two notebooks: alpha imports toypkg.a, beta imports toypkg.b."""
+    (tmp_path / "src" / "toypkg").mkdir(parents=True)
+    (tmp_path / "src" / "toypkg" / "__init__.py").write_text("")
+    (tmp_path / "src" / "toypkg" / "a.py").write_text("VALUE = 2\n")
+    (tmp_path / "src" / "toypkg" / "b.py").write_text("VALUE = 3\n")
+    (tmp_path / "notebooks" / "profiles").mkdir(parents=True)
+    _notebook(tmp_path / "notebooks" / "alpha.ipynb", "x = 1\nseed = 0",
+              "from toypkg.a import VALUE\nassert x != 0, 'x must not be zero'\ny = x * VALUE")
+    _notebook(tmp_path / "notebooks" / "beta.ipynb", "z = 1\nseed = 0", "from toypkg.b import VALUE\ny = z * VALUE")
+    (tmp_path / "notebooks" / "profiles" / "smoke.yaml").write_text("all:\n  seed: 0\nnotebooks:\n  alpha: {x: 5}\n")
+    (tmp_path / "notebooks" / "profiles" / "default.yaml").write_text("description: defaults only\n")
+    return Project(tmp_path, package="toypkg")
+
+
+def _statuses(outcomes) -> dict[str, str]:
+    return {o.name: o.status for o in outcomes}
+
+
+def _metrics(project: Project, name: str) -> dict:
+    return json.loads((project.results / f"{name}.json").read_text())["metrics"]
+
+
+def test_run_writes_results_then_skips(project: Project) -> None:
+    assert _statuses(run(project, "smoke")) == {"alpha": "ran", "beta": "ran"}
+    result = json.loads((project.results / "alpha.json").read_text())
+    assert result["metrics"] == {"y": 10}
+    assert result["parameters"] == {"x": 5, "seed": 0}
+    assert result["profile"] == "smoke" and result["notebook"] == "alpha"
+    assert {"git", "models", "data", "packages", "seconds", "input_hash"} <= set(result["provenance"])
+    assert _statuses(run(project, "smoke")) == {"alpha": "skipped", "beta": "skipped"}
+
+
+def test_source_change_reruns_only_dependent_notebook(project: Project) -> None:
+    run(project, "smoke")
+    (project.source / "a.py").write_text("VALUE = 7\n")
+    assert _statuses(run(project, "smoke")) == {"alpha": "ran", "beta": "skipped"}
+    assert _metrics(project, "alpha") == {"y": 35}
+
+
+def test_parameter_change_reruns_only_that_notebook(project: Project) -> None:
+    run(project, "smoke")
+    assert _statuses(run(project, "smoke", sets=["z=4"])) == {"alpha": "skipped", "beta": "ran"}
+    assert _metrics(project, "beta") == {"y": 12}
+
+
+def test_failure_keeps_last_good_output(project: Project) -> None:
+    run(project, "smoke")
+    good = (project.generated / "alpha.ipynb").read_text()
+    outcomes = {o.name: o for o in run(project, "smoke", only="alpha", sets=["x=0"])}
+    assert outcomes["alpha"].status == "failed"
+    assert "AssertionError: x must not be zero" in outcomes["alpha"].message
+    assert "cell [" in outcomes["alpha"].message
+    assert (project.generated / "alpha.ipynb").read_text() == good
+    assert _metrics(project, "alpha") == {"y": 10}
+    assert (project.generated / "alpha.failed.ipynb").exists()
+    assert not list(project.results.glob(".*"))  # no half-written results
+
+
+def test_parallel_jobs_and_presentation(project: Project) -> None:
+    assert _statuses(run(project, "smoke", jobs=2)) == {"alpha": "ran", "beta": "ran"}
+    executed = nbformat.read(project.generated / "alpha.ipynb", as_version=4)
+    hidden = [c for c in executed.cells if "remove-cell" in c.metadata.get("tags", [])]
+    assert {t for c in hidden for t in c.metadata["tags"]} >= {"parameters", "injected-parameters"}
+    shown = "\n".join(c.source for c in executed.cells if c.cell_type == "markdown")
+    assert "`x=5`" in shown and "Provenance" in shown
+
+
+def test_unknown_set_key_names_notebook_and_closest(project: Project) -> None:
+    with pytest.raises(UserError, match=r"notebook alpha has no parameter 'xx'.*did you mean 'x'"):
+        run(project, "smoke", only="alpha", sets=["xx=1"])
+
+
+def test_profile_errors(project: Project) -> None:
+    profile_dir = project.profiles
+    (profile_dir / "typo.yaml").write_text("notebooks:\n  alpha: {seeed: 1}\n")
+    with pytest.raises(UserError, match=r"alpha has no parameter 'seeed' \(did you mean 'seed'\?\)"):
+        run(project, "typo")
+    (profile_dir / "broken.yaml").write_text("notebooks:\n  alpha: {x: [1, 2\n")
+    with pytest.raises(UserError, match=r"broken.yaml is not valid YAML at line"):
+        run(project, "broken")
+    (profile_dir / "ghost.yaml").write_text("notebooks:\n  alphaa: {x: 1}\n")
+    with pytest.raises(UserError, match=r"notebook 'alphaa', which does not exist \(did you mean 'alpha'\?\)"):
+        run(project, "ghost")
+    with pytest.raises(UserError, match="unknown profile 'nope'; available: broken, default, ghost, smoke, typo"):
+        run(project, "nope")
+
+
+def test_profile_fragments_merge(project: Project) -> None:
+    (project.profiles / "part.smoke.yaml").write_text("notebooks:\n  beta: {z: 2}\n")
+    merged = profiles.load_profile(project.profiles, "smoke")
+    assert merged["notebooks"] == {"alpha": {"x": 5}, "beta": {"z": 2}}
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run", "--set", "no_such_key=1"], "no parameter 'no_such_key'"),
+        (["run", "--profile", "nope"], "unknown profile 'nope'"),
+        (["run", "--only", "gamma*"], "matches no notebook"),
+        (["run", "--set", "novalue"], "must look like KEY=VALUE"),
+    ],
+)
+def test_cli_user_errors_exit_2_with_one_line(project: Project, capsys: pytest.CaptureFixture, argv, message) -> None:
+    assert cli.main(["--root", str(project.root), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not project.generated.exists(), "nothing is written on a user error"
