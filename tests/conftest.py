@@ -1,9 +1,32 @@
-"""Test setup: never reach the Hugging Face hub; make the tiny-model helpers importable."""
+"""Test setup: never reach the Hugging Face hub; tiny-model helpers importable; the shared smoke project."""
 
 import os
+import shutil
 import sys
 from pathlib import Path
+
+import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).parent))
+
+from companion.runner import Project, run  # noqa: E402  (after the environment is set)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def smoke_project(tmp_path_factory: pytest.TempPathFactory) -> Project:
+    """A copy of the project (notebooks, book, config; source linked) executed with the smoke profile."""
+    root = tmp_path_factory.mktemp("smoke")
+    shutil.copytree(ROOT / "notebooks", root / "notebooks")
+    shutil.copytree(ROOT / "book", root / "book", ignore=shutil.ignore_patterns("_generated", "_build"))
+    shutil.copy(ROOT / "_config.yml", root / "_config.yml")
+    (root / "src").mkdir()
+    (root / "src" / "companion").symlink_to(ROOT / "src" / "companion")
+    project = Project(root)
+    outcomes = run(project, "smoke")
+    failed = [o.message for o in outcomes if o.status != "ran"]
+    assert not failed, failed
+    return project

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from transformers.utils import logging as hf_logging
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from companion.errors import UserError
@@ -167,7 +168,11 @@ def load_causal_lm(
     if name in EMBEDDED:
         folder = embedded_cache_dir(name)
         tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, device_map=device_map)
+        hf_logging.disable_progress_bar()  # reloading the cache takes a second; its bar is noise on the page
+        try:
+            model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, device_map=device_map)
+        finally:
+            hf_logging.enable_progress_bar()
     elif "/" in name or Path(name).exists():
         model, tokenizer = _load_hub(name, dtype, device_map)
     else:
