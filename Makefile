@@ -7,7 +7,9 @@ PROFILE ?= default
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup book test bench clean help
+SUDO   := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+
+.PHONY: setup browser book test bench clean help
 
 help:
 	@echo "make book   - set up (venv, packages, embedded models) and build the book with the $(PROFILE) profile"
@@ -29,7 +31,12 @@ book: setup
 	$(COMPANION) run --profile $(PROFILE)
 	$(COMPANION) build
 
-test: setup
+# Debian's Chromium and its driver for the browser test (no browser download at run time).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  ($(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver)
+
+test: setup browser
 	$(PY) -m pytest -q
 
 bench: setup
