@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import matplotlib as mpl
 import matplotlib.pyplot as plt
 import seaborn as sns
+
+from companion.results import FIGURES_ENV
 
 PALETTE = "colorblind"
 
@@ -27,3 +32,12 @@ def label(ax: plt.Axes, title: str, xlabel: str, ylabel: str) -> plt.Axes:
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     return ax
+
+
+def publish(fig: plt.Figure, name: str) -> plt.Figure:
+    """Also save a figure as PNG for other pages (the landing page) when run by `companion run`."""
+    folder = os.environ.get(FIGURES_ENV)
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        fig.savefig(Path(folder) / f"{name}.png", bbox_inches="tight")
+    return fig

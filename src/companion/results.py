@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 RESULTS_ENV = "COMPANION_RESULTS"
+FIGURES_ENV = "COMPANION_FIGURES"  # where figures.publish() saves PNGs for other pages
 
 
 def to_jsonable(value: Any) -> Any:

@@ -6,6 +6,7 @@ import ast
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -21,7 +22,7 @@ import nbformat
 
 from companion import profiles
 from companion.errors import UserError
-from companion.results import RESULTS_ENV, to_jsonable, write_json_atomic
+from companion.results import FIGURES_ENV, RESULTS_ENV, to_jsonable, write_json_atomic
 
 # Packages whose versions identify the embedded models and data, and the libraries that compute results.
 IDENTITY_PACKAGES = (
@@ -243,7 +244,9 @@ def execute(project: Project, notebook: profiles.Notebook, params: dict[str, Any
     staged_results = project.results / f".{notebook.name}.running.json"
     failed_copy = project.generated / f"{notebook.name}.failed.ipynb"
     staged_results.unlink(missing_ok=True)
-    kernel_env = {RESULTS_ENV: str(staged_results), "COMPANION_PROFILE": profile,
+    staged_figures = project.generated / "figures" / f".{notebook.name}.running"
+    shutil.rmtree(staged_figures, ignore_errors=True)
+    kernel_env = {RESULTS_ENV: str(staged_results), "COMPANION_PROFILE": profile, FIGURES_ENV: str(staged_figures),
                   "JUPYTER_PATH": os.pathsep.join(filter(None, [str(kernel_dir()), os.environ.get("JUPYTER_PATH")])),
                   "PYTHONPATH": os.pathsep.join(filter(None, [str(project.source.parent), os.environ.get("PYTHONPATH")]))}
     try:
@@ -256,6 +259,7 @@ def execute(project: Project, notebook: profiles.Notebook, params: dict[str, Any
         if staging.exists():
             os.replace(staging, failed_copy)
         staged_results.unlink(missing_ok=True)
+        shutil.rmtree(staged_figures, ignore_errors=True)
         return Outcome(notebook.name, "failed", time.perf_counter() - started, _error_message(notebook.name, exc, failed_copy))
     seconds = time.perf_counter() - started
     recorded = json.loads(staged_results.read_text(encoding="utf-8"))
@@ -270,6 +274,9 @@ def execute(project: Project, notebook: profiles.Notebook, params: dict[str, Any
     write_json_atomic(staged_results, payload)
     os.replace(staging, project.generated / f"{notebook.name}.ipynb")
     os.replace(staged_results, project.results / f"{notebook.name}.json")
+    for figure in sorted(staged_figures.glob("*.png")):
+        os.replace(figure, staged_figures.parent / figure.name)
+    shutil.rmtree(staged_figures, ignore_errors=True)
     failed_copy.unlink(missing_ok=True)
     return Outcome(notebook.name, "ran", seconds)
 
