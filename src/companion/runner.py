@@ -203,7 +203,8 @@ def present(notebook: nbformat.NotebookNode, profile: str, params: dict[str, Any
 def kernel_dir() -> Path:
     """A Jupyter data folder whose 'python3' kernel is this interpreter, so notebooks run where companion runs."""
     folder = Path(tempfile.gettempdir()) / f"companion-kernel-{hashlib.sha256(sys.executable.encode()).hexdigest()[:10]}"
-    spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+    spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}",
+                     "--IPKernelApp.log_level=ERROR"],  # not the plain-TCP notice on every run
             "display_name": "Python 3 (companion)", "language": "python"}
     target = folder / "kernels" / "python3" / "kernel.json"
     if not target.exists() or json.loads(target.read_text()) != spec:
