@@ -94,3 +94,26 @@ def test_cosine_and_separability_on_known_geometry():
     assert embedding.separability(apart) > 0.9 > 0.1 > embedding.separability(mixed)
     metrics = embedding.alignment(a, a + 0.01, n_boot=100)
     assert metrics["top1_ab"]["mean"] == 1.0 and set(metrics) >= {"cosine", "silhouette", "top5_ba"}
+
+
+def test_best_ratio_and_protocol_sides():
+    records = [{"selection": "experts", "k": 10, "top1_pre": 0.2, "top1_post": 0.3},
+               {"selection": "experts", "k": 10, "top1_pre": 0.1, "top1_post": 0.25},
+               {"selection": "experts", "k": 10, "top1_pre": 0.0, "top1_post": 0.5},
+               {"selection": "random-target", "k": 10, "top1_pre": 0.1, "top1_post": 0.9}]
+    best = embedding.best_ratio(records)
+    assert best["ratio"] == pytest.approx(2.5) and best["record"] is records[1]
+    assert embedding.best_ratio(records, "random-target")["ratio"] == pytest.approx(9.0)
+    assert embedding.forced_sides("source", ["en", "fr", "ru"], "fr") == ["en", "ru"]
+    assert embedding.forced_sides("both", ["en", "fr", "ru"], "fr") == ["en", "ru", "fr"]
+    with pytest.raises(UserError, match="protocol"):
+        embedding.forced_sides("target", ["en"], "en")
+
+
+def test_pair_records_before_equals_after_without_intervention():
+    rng = np.random.default_rng(3)
+    pre = {"en": rng.normal(size=(2, 20, 6)), "fr": rng.normal(size=(2, 20, 6))}
+    pre["fr"][1] = pre["en"][1] + 0.01  # layer 1 aligned: perfect retrieval
+    rows = embedding.pair_records(pre, {}, "en", "fr", [4, 9], center=False, n_boot=100, seed=0)
+    assert [r["layer"] for r in rows] == [4, 9] and rows[1]["top1_pre"] == 1.0
+    assert all(r["top1_pre"] == r["top1_post"] and r["ci_pre"] == r["ci_post"] for r in rows)

@@ -176,3 +176,29 @@ def test_corrupt_cache_is_rebuilt(llama_table, tmp_path):
     assert len(calls) == 2
     pd.testing.assert_frame_equal(rebuilt, table)
     assert steering.cache_key(model="tiny", languages=["en", "de"], n=8) != key
+
+
+def test_perplexity_matches_the_model_loss_and_ignores_padding(tokenizer):
+    model = tiny_causal_lm("llama")
+    batch = tokenizer(CORPUS[:1], return_tensors="pt")
+    with torch.no_grad():
+        loss = model(**batch, labels=batch["input_ids"]).loss
+    assert steering.perplexity(model, tokenizer, CORPUS[:1]) == pytest.approx(float(torch.exp(loss)), rel=1e-5)
+    together = steering.perplexity(model, tokenizer, CORPUS, batch_size=8)
+    one_by_one = steering.perplexity(model, tokenizer, CORPUS, batch_size=1)
+    assert together == pytest.approx(one_by_one, rel=1e-5)
+
+
+def test_steered_generation_reports_languages_and_leaves_no_hooks(llama_table, tokenizer):
+    model, _, table = llama_table
+    run = steering.steered_generation(model, tokenizer, table, "fr", 4, "random-median", CORPUS[:2], CORPUS[1:3],
+                                      steering.language_identifier(), seed=0, max_new_tokens=3)
+    assert len(run["continuations"]) == 2 and len(run["in_target"]) == 2 and run["perplexity"] > 1
+    assert no_hooks(model)
+
+
+def test_language_identifier_names_clear_sentences():
+    identifier = steering.language_identifier()
+    found = steering.identified_languages(["The cat is sleeping on the warm mat.", "Le chat dort sur le tapis.", " "],
+                                          identifier)
+    assert found == ["en", "fr", ""]

@@ -14,8 +14,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from companion.errors import UserError
 from companion.forward import StopForward, decoder_blocks, forward_batches, pool, removing
-from companion.stats import mean_ci
-from companion.steering import intervene
+from companion.stats import bootstrap_ci, mean_ci
+from companion.steering import choose, intervene
 
 
 def check_layers(layers: Sequence[int], n_blocks: int) -> list[int]:
@@ -45,8 +45,6 @@ def sentence_embeddings(
     blocks = decoder_blocks(model)
     layers = check_layers(layers, len(blocks))
     seen: dict[int, torch.Tensor] = {}
-    rows: list[np.ndarray] = []
-    order: list[np.ndarray] = []
 
     def hook_for(layer: int) -> Callable:
         """A forward hook that keeps the block's output and stops the pass at the deepest block."""
@@ -58,15 +56,13 @@ def sentence_embeddings(
 
         return hook
 
-    def on_batch(index: np.ndarray, mask: torch.Tensor) -> None:
-        rows.append(torch.stack([pool(seen[layer].float(), mask, pooling) for layer in layers]).cpu().numpy())
-        order.append(index)
+    def per_batch(batch: dict[str, torch.Tensor], output: object) -> torch.Tensor:
+        return torch.stack([pool(seen[layer].float(), batch["attention_mask"], pooling) for layer in layers], 1)
 
     forcing = intervene(model, experts, value, positions) if experts is not None else nullcontext()
     with forcing, removing([blocks[layer].register_forward_hook(hook_for(layer)) for layer in layers]):
-        forward_batches(model, tokenizer, sentences, on_batch, batch_size, max_tokens, desc="embedding")
-    result = np.empty((len(layers), len(sentences), rows[0].shape[-1]), dtype=np.float32)
-    result[:, np.concatenate(order)] = np.concatenate(rows, axis=1)
+        result = forward_batches(model, tokenizer, sentences, per_batch, batch_size, max_tokens, "embedding")
+    return result.transpose(1, 0, 2)
     return result
 
 
@@ -116,3 +112,42 @@ def alignment(a: np.ndarray, b: np.ndarray, center: bool = False, n_boot: int = 
     """Every alignment metric between two languages' embeddings of the same sentences (one layer)."""
     return {**retrieval(a, b, center, n_boot, seed), "cosine": parallel_cosine(a, b, center),
             "silhouette": separability({"a": a, "b": b}, center)}
+
+
+def steered_embeddings(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, frame: pd.DataFrame,
+                       table: pd.DataFrame, target: str, k: int, selection: str, layers: Sequence[int],
+                       seed: int, sides: Sequence[str], expert_how: str = "top", **options: object) -> dict[str, np.ndarray]:
+    """Embeddings of the languages in sides with target's units forced (choose() picks units and statistic)."""
+    units, value = choose(table, target, k, selection, seed, expert_how)
+    return {code: sentence_embeddings(model, tokenizer, list(frame[code]), layers, experts=units, value=value, **options)
+            for code in sides}
+
+
+def pair_records(pre: dict[str, np.ndarray], post: dict[str, np.ndarray], src: str, tgt: str,
+                 layers: Sequence[int], center: bool, n_boot: int, seed: int) -> list[dict]:
+    """Top-1 retrieval src->tgt per layer, before (pre on both sides) and after (post where given, else pre)."""
+    records = []
+    for i, layer in enumerate(layers):
+        before = retrieval_hits(pre[src][i], pre[tgt][i], 1, center).astype(float)
+        after = retrieval_hits(post.get(src, pre[src])[i], post.get(tgt, pre[tgt])[i], 1, center).astype(float)
+        records.append({"src": src, "tgt": tgt, "layer": int(layer),
+                        "top1_pre": float(before.mean()), "top1_post": float(after.mean()),
+                        "ci_pre": list(bootstrap_ci(before, n_boot, seed)),
+                        "ci_post": list(bootstrap_ci(after, n_boot, seed))})
+    return records
+
+
+def best_ratio(records: list[dict], selection: str = "experts") -> dict:
+    """The largest top1_post / top1_pre over records of one selection (pre > 0), with its record."""
+    usable = [r for r in records if r["selection"] == selection and r["top1_pre"] > 0 and r["k"] > 0]
+    if not usable:
+        return {"ratio": None, "record": None}
+    best = max(usable, key=lambda r: r["top1_post"] / r["top1_pre"])
+    return {"ratio": best["top1_post"] / best["top1_pre"], "record": best}
+
+
+def forced_sides(protocol: str, languages: Sequence[str], target: str) -> list[str]:
+    """The languages whose sentences are embedded under the target's intervention, by retrieval protocol."""
+    if protocol not in ("source", "both"):
+        raise UserError(f"unknown protocol '{protocol}'; use 'source' (force on source sentences) or 'both'")
+    return [code for code in languages if code != target] + ([target] if protocol == "both" else [])

@@ -58,28 +58,33 @@ def forward_batches(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     sentences: Sequence[str],
-    on_batch: Callable[[np.ndarray, torch.Tensor], None],
+    per_batch: Callable[[dict[str, torch.Tensor], object], torch.Tensor],
     batch_size: int = 32,
     max_tokens: int = 128,
     desc: str = "forward",
-) -> None:
-    """Run the model over sentences in length buckets; on_batch(indices, mask) runs after each batch.
+) -> np.ndarray:
+    """Run the model over sentences in length buckets; per_batch(padded batch, output) gives one row per sentence.
 
-    Hooks placed by the caller collect what they need and may raise StopForward to skip the rest
-    of the network (deeper layers, the LM head); that exception ends the batch, not the loop.
+    Hooks placed by the caller collect what they need and may raise StopForward to skip the rest of the
+    network (deeper layers, the LM head); that ends the batch (output None), not the loop. The rows come
+    back in the order of sentences, as one float32 array.
     """
     ids = tokenizer(list(sentences), truncation=True, max_length=max_tokens)["input_ids"]
     device = next(model.parameters()).device
     batches = length_batches([len(row) for row in ids], batch_size)
+    rows = []
     with torch.inference_mode():
         for index in tqdm(batches, desc=desc, leave=False, disable=len(batches) < 4):
             padded = tokenizer.pad({"input_ids": [ids[i] for i in index]}, return_tensors="pt")
             padded = {key: value.to(device) for key, value in padded.items()}
             try:
-                model(**model_inputs(model, padded))
+                output = model(**model_inputs(model, padded))
             except StopForward:
-                pass
-            on_batch(index, padded["attention_mask"])
+                output = None
+            rows.append(per_batch(padded, output).float().cpu().numpy())
+    result = np.empty((len(ids), *rows[0].shape[1:]), dtype=np.float32)
+    result[np.concatenate(batches)] = np.concatenate(rows)
+    return result
 
 
 def decoder_blocks(model: nn.Module) -> nn.ModuleList:

@@ -19,7 +19,9 @@ import numpy as np
 import pandas as pd
 import pyarrow
 import torch
+from py3langid.langid import MODEL_FILE, LanguageIdentifier
 from torch import nn
+from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from companion.data import parallel_corpus
@@ -72,8 +74,6 @@ def record_activations(
     modules = unit_modules(model, pattern)
     names = list(modules)
     seen: dict[str, torch.Tensor] = {}
-    rows: list[np.ndarray] = []
-    order: list[np.ndarray] = []
 
     def hook_for(name: str) -> Callable:
         """A pre-hook that keeps the module's input and stops the pass after the deepest module."""
@@ -85,15 +85,12 @@ def record_activations(
 
         return hook
 
-    def on_batch(index: np.ndarray, mask: torch.Tensor) -> None:
-        rows.append(torch.cat([pool(seen[name].float(), mask, pooling) for name in names], 1).cpu().numpy())
-        order.append(index)
+    def per_batch(batch: dict[str, torch.Tensor], output: object) -> torch.Tensor:
+        return torch.cat([pool(seen[name].float(), batch["attention_mask"], pooling) for name in names], 1)
 
     handles = [modules[name].register_forward_pre_hook(hook_for(name)) for name in names]
     with removing(handles):
-        forward_batches(model, tokenizer, sentences, on_batch, batch_size, max_tokens, desc="recording units")
-    activations = np.empty((len(sentences), rows[0].shape[1]), dtype=np.float32)
-    activations[np.concatenate(order)] = np.concatenate(rows)
+        activations = forward_batches(model, tokenizer, sentences, per_batch, batch_size, max_tokens, "recording units")
     widths = [seen[name].shape[-1] for name in names]
     units = pd.DataFrame({
         "module": np.repeat(names, widths),
@@ -290,3 +287,71 @@ def intervene(model: nn.Module, experts: pd.DataFrame, value: str = "on_p50",
             values = torch.tensor(group[value].to_numpy(), dtype=torch.float32)
             handles.append(modules[name].register_forward_pre_hook(_forcing_hook(index, values, positions)))
         yield [hook_name(name) for name in experts["module"].unique()]
+
+
+def continue_text(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
+                  max_new_tokens: int = 20, batch_size: int = 16) -> list[str]:
+    """Greedy continuations of each prompt (the new text only), under whatever intervention is active."""
+    device = next(model.parameters()).device
+    texts = []
+    with torch.inference_mode():
+        for start in tqdm(range(0, len(prompts), batch_size), desc="generating", leave=False):
+            batch = tokenizer(list(prompts[start:start + batch_size]), return_tensors="pt", padding=True,
+                              padding_side="left").to(device)
+            out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id)
+            texts += tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+    return texts
+
+
+def perplexity(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, sentences: Sequence[str],
+               batch_size: int = 8, max_tokens: int = 128) -> float:
+    """Perplexity of the sentences: exp of the mean next-token loss over all their real tokens."""
+
+    def per_batch(batch: dict[str, torch.Tensor], output: object) -> torch.Tensor:
+        logits = output.logits[:, :-1].float()
+        targets, keep = batch["input_ids"][:, 1:], batch["attention_mask"][:, 1:].bool()
+        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
+        return torch.stack([torch.where(keep, nll, 0.0).sum(1), keep.sum(1).float()], 1)
+
+    sums = forward_batches(model, tokenizer, sentences, per_batch, batch_size, max_tokens, "perplexity")
+    return float(np.exp(sums[:, 0].sum() / sums[:, 1].sum()))
+
+
+def language_identifier() -> LanguageIdentifier:
+    """A fresh py3langid identifier (its shipped model, all of its languages, normalised probabilities)."""
+    return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+
+
+def identified_languages(texts: Sequence[str], identifier: LanguageIdentifier) -> list[str]:
+    """The language code py3langid assigns to each text ('' for an empty text)."""
+    return [identifier.classify(text)[0] if text.strip() else "" for text in texts]
+
+
+def experts_per_layer(table: pd.DataFrame, k: int, how: str = "top") -> pd.DataFrame:
+    """How many of each language's k experts sit in each layer (layers x languages)."""
+    chosen = pd.concat([select_experts(table, code, k, how) for code in table["language"].unique()])
+    counts = chosen.groupby(["layer", "language"], sort=False).size().unstack(fill_value=0)
+    return counts.reindex(sorted(table["layer"].unique()), fill_value=0)[list(table["language"].unique())]
+
+
+def expert_overlap(table: pd.DataFrame, k: int, how: str = "top") -> pd.DataFrame:
+    """Jaccard overlap between the languages' k-expert sets (languages x languages)."""
+    codes = list(table["language"].unique())
+    sets = {code: set(select_experts(table, code, k, how)["unit"]) for code in codes}
+    return pd.DataFrame([[len(sets[a] & sets[b]) / max(len(sets[a] | sets[b]), 1) for b in codes] for a in codes],
+                        index=codes, columns=codes)
+
+
+def steered_generation(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, table: pd.DataFrame,
+                       target: str, k: int, selection: str, prompts: Sequence[str], target_text: Sequence[str],
+                       identifier: LanguageIdentifier, seed: int, expert_how: str = "top",
+                       max_new_tokens: int = 20, batch_size: int = 16) -> dict:
+    """Continue prompts while forcing target's units: continuations, their languages, and target-text perplexity."""
+    units, value = choose(table, target, k, selection, seed, expert_how)
+    with intervene(model, units, value):
+        texts = continue_text(model, tokenizer, prompts, max_new_tokens, batch_size)
+        ppl = perplexity(model, tokenizer, target_text, batch_size)
+    found = identified_languages(texts, identifier)
+    return {"target": target, "k": k, "selection": selection, "continuations": texts,
+            "in_target": [code == target for code in found], "perplexity": ppl}
