@@ -74,7 +74,7 @@ def forward_batches(
     batches = length_batches([len(row) for row in ids], batch_size)
     rows = []
     with torch.inference_mode():
-        for index in tqdm(batches, desc=desc, leave=False, disable=len(batches) < 4):
+        for index in tqdm(batches, desc=desc, leave=False, disable=len(batches) < 4, mininterval=10):
             padded = tokenizer.pad({"input_ids": [ids[i] for i in index]}, return_tensors="pt")
             padded = {key: value.to(device) for key, value in padded.items()}
             try:

@@ -6,6 +6,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.ticker import MaxNLocator
 
 from companion.figures import label, palette
 
@@ -32,6 +33,7 @@ def lines(ax: plt.Axes, frame: pd.DataFrame, title: str, xlabel: str, ylabel: st
         ax.plot(frame.index, frame[column], marker="o", ms=3, ls="--" if dashed else "-",
                 color=colours[column], label=str(column))
     ax.legend(title=legend_title, fontsize="small")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return label(ax, title, xlabel, ylabel)
 
 

@@ -295,7 +295,7 @@ def continue_text(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pr
     device = next(model.parameters()).device
     texts = []
     with torch.inference_mode():
-        for start in tqdm(range(0, len(prompts), batch_size), desc="generating", leave=False):
+        for start in tqdm(range(0, len(prompts), batch_size), desc="generating", leave=False, mininterval=10):
             batch = tokenizer(list(prompts[start:start + batch_size]), return_tensors="pt", padding=True,
                               padding_side="left").to(device)
             out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
