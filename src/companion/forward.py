@@ -1,0 +1,105 @@
+"""Batched forward passes that stop early: length buckets, padding-aware pooling, truncation by hooks."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+POOLINGS = ("mean", "max", "last")
+
+
+class StopForward(Exception):
+    """Raised by a hook once every activation a caller needs has been seen; ends the forward pass."""
+
+
+def length_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
+    """Indices grouped into batches of similar length (sorted, then cut), to minimise padding."""
+    order = np.argsort(np.asarray(lengths), kind="stable")
+    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str = "mean") -> torch.Tensor:
+    """Pool (batch, tokens, dim) over the tokens where mask is 1: mean, max, or the last such token."""
+    keep = mask.bool().unsqueeze(-1)
+    if how == "mean":
+        total = torch.where(keep, hidden, torch.zeros((), dtype=hidden.dtype, device=hidden.device)).sum(1)
+        return total / keep.sum(1).clamp(min=1)
+    if how == "max":
+        return torch.where(keep, hidden, torch.full((), -torch.inf, dtype=hidden.dtype, device=hidden.device)).amax(1)
+    if how == "last":
+        positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
+        last = torch.where(mask.bool(), positions, -1).amax(1)
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    raise ValueError(f"unknown pooling '{how}'; use one of {POOLINGS}")
+
+
+def position_ids(mask: torch.Tensor) -> torch.Tensor:
+    """Positions counted over real tokens only, so left padding does not shift them."""
+    return (mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def model_inputs(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Forward arguments for one padded batch, with padding-aware position ids where the model takes them."""
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "use_cache": False}
+    if "position_ids" in inspect.signature(model.forward).parameters:
+        inputs["position_ids"] = position_ids(batch["attention_mask"])
+    return inputs
+
+
+def forward_batches(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    sentences: Sequence[str],
+    per_batch: Callable[[dict[str, torch.Tensor], object], torch.Tensor],
+    batch_size: int = 32,
+    max_tokens: int = 128,
+    desc: str = "forward",
+) -> np.ndarray:
+    """Run the model over sentences in length buckets; per_batch(padded batch, output) gives one row per sentence.
+
+    Hooks placed by the caller collect what they need and may raise StopForward to skip the rest of the
+    network (deeper layers, the LM head); that ends the batch (output None), not the loop. The rows come
+    back in the order of sentences, as one float32 array.
+    """
+    ids = tokenizer(list(sentences), truncation=True, max_length=max_tokens)["input_ids"]
+    device = next(model.parameters()).device
+    batches = length_batches([len(row) for row in ids], batch_size)
+    rows = []
+    with torch.inference_mode():
+        for index in tqdm(batches, desc=desc, leave=False, disable=len(batches) < 4, mininterval=10):
+            padded = tokenizer.pad({"input_ids": [ids[i] for i in index]}, return_tensors="pt")
+            padded = {key: value.to(device) for key, value in padded.items()}
+            try:
+                output = model(**model_inputs(model, padded))
+            except StopForward:
+                output = None
+            rows.append(per_batch(padded, output).float().cpu().numpy())
+    result = np.empty((len(ids), *rows[0].shape[1:]), dtype=np.float32)
+    result[np.concatenate(batches)] = np.concatenate(rows)
+    return result
+
+
+def decoder_blocks(model: nn.Module) -> nn.ModuleList:
+    """The list of transformer blocks (model.layers, transformer.h, ...): the longest ModuleList."""
+    lists = [module for _, module in model.named_modules() if isinstance(module, nn.ModuleList)]
+    if not lists:
+        raise ValueError(f"{type(model).__name__} has no list of transformer blocks")
+    return max(lists, key=len)
+
+
+@contextmanager
+def removing(handles: list[RemovableHandle]) -> Iterator[list[RemovableHandle]]:
+    """Context that removes every hook handle on exit, also when the body raises."""
+    try:
+        yield handles
+    finally:
+        for handle in handles:
+            handle.remove()
