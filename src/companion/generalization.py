@@ -12,8 +12,8 @@ from transformers import AutoTokenizer
 
 from companion.errors import UserError
 from companion.preferences import BuildSettings, Pair, PreferenceSet, experiment_sets
-from companion.reward import (RewardModels, TrainSettings, backbone_folder, keep_fitting, reference_logps,
-                              score_models, trained_models)
+from companion.reward import (TrainSettings, backbone_folder, correct, keep_fitting, reference_logps, score_models,
+                              trained_models)
 from companion.stats import bootstrap_ci
 
 MODELS = ("dporm", "exrm")
@@ -23,14 +23,14 @@ PAPER_CLAIM = {"gap_mean_ood": 0.03, "gap_max_ood": 0.07, "n_ood_settings": 5,
 
 def rewards_frame(t: PreferenceSet, seed: int, scores: dict[str, np.ndarray]) -> pd.DataFrame:
     """Long table of one set and seed: one row per (item, model) with both rewards and correctness."""
-    rows = [{"set": t.name, "shift": t.shift, "item": i, "seed": seed, "model": model,
-             "chosen": values[i, 0], "rejected": values[i, 1], "correct": float(values[i, 0] > values[i, 1])}
-            for model, values in scores.items() for i in range(len(values))]
-    return pd.DataFrame(rows)
+    frames = [pd.DataFrame({"set": t.name, "shift": t.shift, "item": np.arange(len(values)), "seed": seed,
+                            "model": model, "chosen": values[:, 0], "rejected": values[:, 1],
+                            "correct": correct(values)}) for model, values in scores.items()]
+    return pd.concat(frames, ignore_index=True)
 
 
 def score_runs(s: TrainSettings, seeds: list[int], pairs: list[Pair], sets: list[PreferenceSet],
-               batch_size: int = 32) -> tuple[pd.DataFrame, dict[int, RewardModels]]:
+               batch_size: int = 32) -> tuple[pd.DataFrame, dict[int, dict[str, list[dict]]]]:
     """Train (or load) both models per seed and score every set; reference log-probs are computed once."""
     frames, logs, refs = [], {}, {}
     for seed in tqdm(seeds, desc="seeds"):

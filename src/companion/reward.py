@@ -28,7 +28,6 @@ from trl import DPOConfig, DPOTrainer, RewardConfig, RewardTrainer
 
 from companion.models import EMBEDDED, cache_root, embedded_cache_dir, load_causal_lm, model_identity
 from companion.preferences import Pair
-from companion.stats import bootstrap_ci
 
 MARKER = "companion-complete.json"
 
@@ -240,13 +239,6 @@ def explicit_rewards(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
 def correct(rewards: np.ndarray) -> np.ndarray:
     """1.0 where the chosen response scores strictly above the rejected one, else 0.0."""
     return (rewards[:, 0] > rewards[:, 1]).astype(np.float64)
-
-
-def accuracy_ci(correctness: np.ndarray, n_boot: int = 1000, seed: int = 0) -> dict[str, float]:
-    """Preference accuracy over items (rows; seeds averaged per item) with its bootstrap 95% interval."""
-    per_item = np.asarray(correctness, dtype=np.float64).reshape(len(correctness), -1).mean(axis=1)
-    low, high = bootstrap_ci(per_item, n_boot=n_boot, seed=seed)
-    return {"acc": float(per_item.mean()), "ci": [low, high]}
 
 
 # ---------------------------------------------------------------- cached training of both models
