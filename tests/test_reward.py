@@ -1,0 +1,192 @@
+"""Paper B: preference builders, implicit/explicit reward scoring, agreement with TRL, cached training."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForSequenceClassification
+
+from companion import reward
+from companion.data import read_preference_file
+from companion.errors import UserError
+from companion.preferences import SHIFTS, BuildSettings, own_file_sets, evaluation_sets, training_pairs
+from tiny import tiny_causal_lm, tiny_tokenizer
+
+PAIRS = [
+    {"prompt": "the cat sat", "chosen": " on the mat", "rejected": " a dull film"},
+    {"prompt": "a good film,", "chosen": " I loved it", "rejected": " I hated it"},
+    {"prompt": "In the beginning", "chosen": " God created the earth.", "rejected": " the chat est"},
+    {"prompt": "le chat", "chosen": " est sur le tapis", "rejected": " sat on"},
+] * 2
+SETTINGS = reward.TrainSettings(model="unused", beta=0.5, lora_r=4, lora_alpha=8, max_length=32, steps=2,
+                                batch_size=4, learning_rate=5e-2, seed=0)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    """The shared tiny byte-level BPE tokenizer."""
+    return tiny_tokenizer()
+
+
+@pytest.fixture()
+def lora_policy():
+    """A tiny llama wrapped in a LoRA adapter whose weights are random (so policy != reference)."""
+    config = LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False)
+    return get_peft_model(tiny_causal_lm("llama"), config).eval()
+
+
+def direct_logp(model, ids: list[int], n_prompt: int) -> float:
+    """Log-prob of ids[n_prompt:] given ids[:n_prompt], one unpadded sequence, token by token."""
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([ids])).logits[0]
+    logps = torch.log_softmax(logits, dim=-1)
+    return float(sum(logps[t - 1, ids[t]] for t in range(n_prompt, len(ids))))
+
+
+def test_tokenize_pair_splits_prompt_and_response(tokenizer):
+    for pair in PAIRS:
+        tokens = reward.tokenize_pair(tokenizer, pair)
+        for key in ("chosen", "rejected"):
+            assert tokens["prompt_ids"] + tokens[f"{key}_ids"] == tokenizer(pair["prompt"] + pair[key] + "<eos>")["input_ids"]
+            assert tokens[f"{key}_ids"][-1] == tokenizer.eos_token_id
+
+
+def test_implicit_reward_matches_direct_computation(lora_policy, tokenizer):
+    beta = 0.3
+    policy = reward.pair_logps(lora_policy, tokenizer, PAIRS, max_length=64, batch_size=3)
+    ref = reward.reference_logps(lora_policy, tokenizer, PAIRS, max_length=64, batch_size=5)
+    got = reward.implicit_rewards(policy, ref, beta)
+    for row, pair in enumerate(PAIRS):
+        tokens = reward.tokenize_pair(tokenizer, pair)
+        n_prompt = len(tokens["prompt_ids"])
+        for col, key in enumerate(("chosen", "rejected")):
+            ids = tokens["prompt_ids"] + tokens[f"{key}_ids"]
+            pol = direct_logp(lora_policy, ids, n_prompt)
+            with lora_policy.disable_adapter():
+                base = direct_logp(lora_policy, ids, n_prompt)
+            assert got[row, col] == pytest.approx(beta * (pol - base), abs=1e-4)
+    assert np.abs(got).max() > 1e-3  # the adapter really changes the model
+
+
+def test_prompt_tokens_are_masked(lora_policy, tokenizer):
+    prompt, response = tokenizer("the cat sat")["input_ids"], tokenizer(" on the mat")["input_ids"]
+    other_prompt = tokenizer("a dull film, I hated it and")["input_ids"]
+    batch = reward.completion_batch([(prompt, response), (other_prompt, response), (prompt + response, [])], 0, 64)
+    assert batch["completion_mask"].sum(dim=1).tolist() == [len(response), len(response), 0]
+    values = reward.response_logps(lora_policy, batch)
+    assert values[2] == 0.0  # only prompt tokens: nothing counted
+    assert values[0] == pytest.approx(direct_logp(lora_policy, prompt + response, len(prompt)), abs=1e-4)
+    assert values[0] != pytest.approx(float(direct_logp(lora_policy, prompt + response, 1)), abs=1e-3)
+
+
+def test_dporm_accuracy_equals_trl_rewards_accuracies(tokenizer, tmp_path):
+    eval_pairs = PAIRS[:8]
+    trainer = reward.dpo_trainer(tiny_causal_lm("llama"), tokenizer, PAIRS, SETTINGS, tmp_path, eval_pairs=eval_pairs)
+    trainer.train()
+    metrics = trainer.evaluate()
+    policy = trainer.model.eval()
+    ours = reward.implicit_rewards(
+        reward.pair_logps(policy, tokenizer, eval_pairs, SETTINGS.max_length),
+        reward.reference_logps(policy, tokenizer, eval_pairs, SETTINGS.max_length), SETTINGS.beta)
+    assert reward.correct(ours).mean() == pytest.approx(metrics["eval_rewards/accuracies"])
+    assert ours[:, 0].mean() == pytest.approx(metrics["eval_rewards/chosen"], abs=1e-4)
+
+
+def test_correct_needs_chosen_strictly_above_rejected():
+    assert reward.correct(np.array([[1.0, 0.0], [0.0, 0.0], [-1.0, 2.0]])).tolist() == [1.0, 0.0, 0.0]
+
+
+@pytest.fixture()
+def tiny_folder(tmp_path, tokenizer) -> Path:
+    """A tiny llama and its tokenizer saved as a local model folder (what load_causal_lm accepts)."""
+    folder = tmp_path / "tiny-llama"
+    tiny_causal_lm("llama").save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_trained_models_are_cached_and_reloaded(tiny_folder, tmp_path, monkeypatch):
+    settings = reward.TrainSettings(**{**SETTINGS.__dict__, "model": str(tiny_folder)})
+    cache = tmp_path / "cache"
+    first = reward.trained_models(settings, PAIRS, cache=cache)
+    scores = reward.explicit_rewards(first.rm, first.tokenizer, PAIRS, settings.max_length)
+    assert reward.train_curve(first.dpo_log, "rewards/accuracies") and reward.train_curve(first.rm_log, "accuracy")
+
+    def no_training(*args):
+        raise AssertionError("should have been loaded from the cache")
+
+    monkeypatch.setattr(reward, "_train_into", no_training)
+    again = reward.trained_models(settings, PAIRS, cache=cache)
+    np.testing.assert_allclose(reward.explicit_rewards(again.rm, again.tokenizer, PAIRS, settings.max_length), scores,
+                               atol=1e-5)
+    assert first.folder == again.folder and not list(first.folder.parent.glob(".*"))  # no staging left behind
+
+    monkeypatch.undo()
+    (first.folder / "rm" / "adapter_model.safetensors").write_bytes(b"corrupt")
+    rebuilt = reward.trained_models(settings, PAIRS, cache=cache)
+    np.testing.assert_allclose(reward.explicit_rewards(rebuilt.rm, rebuilt.tokenizer, PAIRS, settings.max_length),
+                               scores, atol=1e-5)  # same seed, same data: the rebuilt model scores the same
+
+
+def test_cache_key_changes_with_every_setting():
+    base = reward.cache_key(SETTINGS, PAIRS)
+    assert reward.cache_key(reward.TrainSettings(**{**SETTINGS.__dict__, "beta": 0.2}), PAIRS) != base
+    assert reward.cache_key(reward.TrainSettings(**{**SETTINGS.__dict__, "seed": 1}), PAIRS) != base
+    assert reward.cache_key(SETTINGS, PAIRS[:-1]) != base
+
+
+def test_explicit_reward_reads_the_last_real_token(tokenizer):
+    config = tiny_causal_lm("llama").config
+    config.num_labels = 1
+    model = AutoModelForSequenceClassification.from_config(config).eval()
+    model.config.pad_token_id = tokenizer.pad_token_id
+    batched = reward.explicit_rewards(model, tokenizer, PAIRS, 64, batch_size=8)
+    single = reward.explicit_rewards(model, tokenizer, PAIRS[:1], 64, batch_size=1)
+    np.testing.assert_allclose(batched[:1], single, atol=1e-5)  # right padding does not change a score
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"prompt": "a", "chosen": "b", "rejected": "c"}\n{not json}\n', "line 2: not valid JSON"),
+    ('{"prompt": "a", "chosen": "b"}\n', "missing or empty ['rejected']"),
+    ("\n\n", "holds no pairs"),
+    ('{"prompt": "a", "chosen": "same", "rejected": "same"}\n', "chosen equals rejected"),
+    ('["a", "b", "c"]\n', "expected an object"),
+])
+def test_malformed_preference_files_raise_one_clear_line(tmp_path, content, message):
+    path = tmp_path / "prefs.jsonl"
+    path.write_text(content)
+    with pytest.raises(UserError) as info:
+        read_preference_file(path)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_own_file_is_split_into_train_and_held_out_test(tmp_path):
+    path = tmp_path / "prefs.jsonl"
+    path.write_text("".join(json.dumps({"prompt": f"p{i}", "chosen": "good", "rejected": "bad"}) + "\n" for i in range(8)))
+    train, sets = own_file_sets(path, test_fraction=0.25, seed=0)
+    assert len(train) == 6 and len(sets[0].pairs) == 2 and sets[0].shift == "id"
+    assert not {p["prompt"] for p in train} & {p["prompt"] for p in sets[0].pairs}
+    path.write_text(json.dumps({"prompt": "p", "chosen": "a", "rejected": "b"}) + "\n")
+    with pytest.raises(UserError, match="at least 2"):
+        own_file_sets(path, 0.5, 0)
+
+
+def test_builders_give_valid_disjoint_sets():
+    settings = BuildSettings(n_train=40, n_test=20, seed=3)
+    train, sets = training_pairs(settings), evaluation_sets(settings)
+    assert len(train) == 40 and all(len(s.pairs) == 20 for s in sets)
+    assert [s.shift for s in sets].count("id") == 1 and len(sets) - 1 >= 5
+    assert {"prompt", "response"} <= {s.shift for s in sets} <= set(SHIFTS)
+    seen = {text for pair in train for text in pair.values()}
+    for s in sets:
+        assert len(s.description) > 80
+        for pair in s.pairs:
+            assert all(isinstance(v, str) and v.strip() for v in pair.values())
+            assert pair["chosen"] != pair["rejected"]
+            assert not seen & set(pair.values()), f"{s.name} reuses training text"
+    assert training_pairs(settings) == train  # same seed, same pairs
