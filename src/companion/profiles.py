@@ -48,13 +48,25 @@ def declared_parameters(path: Path) -> dict[str, Any]:
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             for target in targets:
                 if isinstance(target, ast.Name) and node.value is not None:
-                    try:
-                        found[target.id] = ast.literal_eval(node.value)
-                    except ValueError as exc:
-                        raise UserError(
-                            f"notebook {path}: parameter '{target.id}' must be a literal (number, string, list, dict)"
-                        ) from exc
+                    found[target.id] = _default_value(path, target.id, node.value)
     return found
+
+
+SAFE_BUILTINS = {"range": range, "list": list, "tuple": tuple, "dict": dict, "len": len, "min": min, "max": max}
+
+
+def _default_value(path: Path, name: str, node: ast.expr) -> Any:
+    """A parameter's default: a literal, or a simple expression such as list(range(18))."""
+    try:
+        return ast.literal_eval(node)
+    except ValueError:
+        pass
+    try:
+        return eval(compile(ast.Expression(node), str(path), "eval"), {"__builtins__": SAFE_BUILTINS})  # noqa: S307
+    except Exception as exc:
+        raise UserError(
+            f"notebook {path}: parameter '{name}' must be a literal or a simple expression like list(range(18))"
+        ) from exc
 
 
 def discover(notebooks_dir: Path) -> list[Notebook]:
