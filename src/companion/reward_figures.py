@@ -43,7 +43,7 @@ def gap_by_shift(ax: plt.Axes, settings: list[dict], paper_mean: float) -> plt.A
             xpos = i + (j - (len(group) - 1) / 2) * 0.15
             ax.errorbar(xpos, record["gap"], yerr=_interval(record["gap"], record["gap_ci"]), fmt="o", capsize=3,
                         color=colours[shift])
-            ax.annotate(record["name"], (xpos, record["gap"]), textcoords="offset points", xytext=(5, 3),
+            ax.annotate(record["name"], (xpos, record["gap"]), textcoords="offset points", xytext=(6, 4 if j % 2 == 0 else -12),
                         fontsize="x-small")
     ax.axhline(0.0, color="grey", linestyle=":", label="no gap")
     ax.axhline(paper_mean, color="black", linestyle="--", label=f"paper: mean OOD gap {paper_mean:+.0%}")
