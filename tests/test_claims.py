@@ -5,8 +5,9 @@ from pathlib import Path
 
 from companion.claims import CLAIMS, Claim, Measured, render, verdict
 
-RATIO = Claim("A", "up to 2x", 2.0, 1.0, "x", lambda m: Measured(m["v"], m["lo"], m["hi"]))
-DROP = Claim("B", "drop of 3%", 0.03, 0.0, "x", lambda m: Measured(m["v"], m["lo"], m["hi"]))
+RATIO = Claim("A", "up to 2x", 2.0, 1.0, "x", lambda m: [Measured(m["v"], m["lo"], m["hi"])])
+DROP = Claim("B", "drop of 3%", 0.03, 0.0, "x", lambda m: [Measured(m["v"], m["lo"], m["hi"])])
+DIRECTION = Claim("A", "increases", None, 0.0, "x", lambda m: [])
 
 
 def test_verdict_rule() -> None:
@@ -18,6 +19,8 @@ def test_verdict_rule() -> None:
     assert verdict(DROP, Measured(0.01, -0.02, 0.04)) == "not reproduced"
     assert verdict(DROP, Measured(0.02, 0.01, 0.025)) == "same direction, smaller"
     assert verdict(RATIO, None) == "not measured"
+    assert verdict(DIRECTION, Measured(0.4, 0.2, 0.6)) == "reproduced"
+    assert verdict(DIRECTION, Measured(0.05, 0.0, 0.1)) == "not reproduced"
 
 
 def test_render_reads_results_and_updates(tmp_path: Path) -> None:
@@ -29,3 +32,11 @@ def test_render_reads_results_and_updates(tmp_path: Path) -> None:
     row = next(line for line in page.splitlines() if line.startswith("| A |"))
     assert "1.5 [1.22, 1.86]" in row and "same direction, smaller" in row and "default" in row
     assert len([line for line in page.splitlines() if line.startswith("| ")]) == len(CLAIMS) + 1
+    shares = [{"target": t, "k": k, "selection": "experts", "mean": m, "low": lo, "high": hi}
+              for t, k, m, lo, hi in [("ru", 0, 0, 0, 0), ("ru", 800, 0.78, 0.63, 0.91), ("fr", 800, 0.0, 0.0, 0.0)]]
+    (tmp_path / "steering_2_generation.json").write_text(json.dumps(
+        {"profile": "default", "metrics": {"share_in_target": shares, "prompt_language": "en"}}))
+    rows = [line for line in render(tmp_path).splitlines() if "continue in that language" in line]
+    assert len(rows) == 2
+    assert "**ru**" in rows[0] and "**reproduced**" in rows[0]
+    assert "**fr**" in rows[1] and "**not reproduced**" in rows[1]
