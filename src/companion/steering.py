@@ -113,20 +113,72 @@ def _ap_sorted(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return gained.sum(axis=0) / tp[-1]
 
 
-def average_precision(scores: np.ndarray, labels: np.ndarray, chunk: int = 4096) -> np.ndarray:
+def _exact_ap(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """AP of every column of scores for each label column (classes x units) by a tie-aware sort along rows."""
+    order = np.argsort(-scores, axis=0, kind="stable")
+    ranked = np.take_along_axis(scores, order, axis=0)
+    return np.stack([_ap_sorted(ranked, labels[:, c][order]) for c in range(labels.shape[1])])
+
+
+def _order_keys(block: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """int64 keys (units x rows) whose ascending order is the scores' descending order; row class in the low byte."""
+    bits = np.ascontiguousarray(block.T) + np.float32(0)  # + 0 turns -0.0 into 0.0, which sorts as a tie
+    bits = bits.view(np.int32)
+    keys = (bits ^ ((bits >> 31) & 0x7FFFFFFF)).astype(np.int64)  # integers in the order of the float32 scores
+    np.subtract(2**31, keys, out=keys)
+    keys <<= 8
+    keys |= classes
+    return keys
+
+
+def _ap_partition(block: np.ndarray, classes: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One-vs-rest AP (classes x units) of float32 scores for rows in disjoint classes, and which units have ties.
+
+    One integer sort per unit yields the classes in rank order; a stable radix sort of those gives each class's
+    ranks in order, so its k-th best row contributes precision k / rank. Tied units are wrong here: redo them.
+    """
+    keys = _order_keys(block, classes)
+    keys.sort(axis=1)
+    ranked_classes = (keys & 0xFF).astype(np.uint8)
+    keys >>= 8
+    ties = (keys[:, 1:] == keys[:, :-1]).any(axis=1)
+    ranks = np.argsort(ranked_classes, axis=1, kind="stable") + 1.0
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    within = np.concatenate([np.arange(1, size + 1) for size in sizes])
+    gained = within / ranks
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.stack([gained[:, a:b].sum(axis=1) / (b - a) for a, b in zip(bounds[:-1], bounds[1:])]), ties
+
+
+def _one_vs_rest(labels: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, list[int]]]:
+    """(row classes, class sizes, class of each label column) problems covering every label column."""
+    if (labels.sum(axis=1) == 1).all() and labels.shape[1] < 256:
+        classes = labels.argmax(axis=1)
+        return [(classes, np.bincount(classes, minlength=labels.shape[1]), list(range(labels.shape[1])))]
+    return [(labels[:, c].astype(np.int64), np.bincount(labels[:, c], minlength=2), [-1, c])
+            for c in range(labels.shape[1])]
+
+
+def average_precision(scores: np.ndarray, labels: np.ndarray, chunk: int = 256) -> np.ndarray:
     """AP of every column of scores (n x units) for each label column (n x classes): classes x units.
 
-    Equal to sklearn.metrics.average_precision_score column by column, ties included; one sort per chunk
-    of units serves every class.
+    Equal to sklearn.metrics.average_precision_score column by column, ties included. For float32 scores one
+    integer sort per unit serves every class when each row has exactly one label; units with tied scores (and
+    other dtypes) take the exact tie-aware path.
     """
     labels = np.asarray(labels, dtype=bool).reshape(len(scores), -1)
+    if scores.dtype != np.float32:
+        return _exact_ap(scores, labels)
     result = np.empty((labels.shape[1], scores.shape[1]))
-    for start in range(0, scores.shape[1], chunk):
-        block = scores[:, start:start + chunk]
-        order = np.argsort(-block, axis=0, kind="stable")
-        ranked = np.take_along_axis(block, order, axis=0)
-        for c in range(labels.shape[1]):
-            result[c, start:start + chunk] = _ap_sorted(ranked, labels[:, c][order])
+    for classes, sizes, columns in _one_vs_rest(labels):
+        for start in range(0, scores.shape[1], chunk):
+            block = scores[:, start:start + chunk]
+            ap, ties = _ap_partition(block, classes, sizes)
+            if ties.any():
+                ap[:, ties] = _exact_ap(block[:, ties], np.arange(len(sizes)) == classes[:, None])
+            for row, column in enumerate(columns):
+                if column >= 0:
+                    result[column, start:start + chunk] = ap[row]
     return result
 
 
