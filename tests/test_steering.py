@@ -50,7 +50,8 @@ def test_average_precision_one_label_per_row_equals_sklearn():
     scores[:, :5] = rng.integers(-2, 3, size=(240, 5))  # tied units take the exact path
     scores[:8, 5], scores[8:16, 5] = -0.0, 0.0  # signed zeros are ties too
     labels = np.eye(4, dtype=bool)[rng.integers(0, 4, size=240)]
-    np.testing.assert_allclose(steering.average_precision(scores, labels, chunk=16), sklearn_ap(scores, labels), atol=1e-9)
+    ours = steering.average_precision(scores, labels, chunk=16)
+    np.testing.assert_allclose(ours, sklearn_ap(scores, labels), atol=1e-9)
 
 
 def no_hooks(model: torch.nn.Module) -> bool:
