@@ -88,12 +88,12 @@ def truncated_pass(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, s
 def capture_row(quick: bool) -> Row:
     """Row 2: recording and pooling every MLP unit against the same truncated pass without recording."""
     model, tokenizer = model_and_tokenizer()
-    sentences = typical(16 if quick else 32)
+    sentences, repeats = typical(8 if quick else 16), 2 if quick else 7
     times = side_by_side({"record": lambda: record_activations(model, tokenizer, sentences),
-                          "plain": lambda: truncated_pass(model, tokenizer, sentences)}, repeats=1 if quick else 3)
+                          "plain": lambda: truncated_pass(model, tokenizer, sentences)}, repeats)
     return ratio_row("Capture overhead (record + pool all MLP units)", times, "record", "plain", 1.10,
-                     f"{len(sentences)} median-length sentences, batch 32; plain = same batches, stopped at the "
-                     "same layer by one hook, nothing kept")
+                     f"{len(sentences)} median-length sentences (one batch), {repeats} interleaved repeats; plain = "
+                     "the same batch, stopped at the same layer by one hook, nothing kept")
 
 
 def random_units(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, k: int, seed: int = 0) -> pd.DataFrame:
@@ -106,13 +106,13 @@ def random_units(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, k: 
 def intervention_row(quick: bool) -> Row:
     """Row 3: the embedding pass of every block while forcing 2,000 units, against the same pass unforced."""
     model, tokenizer = model_and_tokenizer()
-    sentences, experts = typical(16 if quick else 32), random_units(model, tokenizer, 2000)
+    sentences, experts, repeats = typical(8 if quick else 16), random_units(model, tokenizer, 2000), 2 if quick else 7
     last = [len(decoder_blocks(model)) - 1]
     times = side_by_side({"forced": lambda: sentence_embeddings(model, tokenizer, sentences, last, experts=experts),
-                          "plain": lambda: sentence_embeddings(model, tokenizer, sentences, last)},
-                         repeats=1 if quick else 3)
+                          "plain": lambda: sentence_embeddings(model, tokenizer, sentences, last)}, repeats)
     return ratio_row("Intervention overhead (2,000 units forced)", times, "forced", "plain", 1.05,
-                     f"{len(sentences)} median-length sentences through all blocks, batch 32")
+                     f"{len(sentences)} median-length sentences (one batch) through all blocks, "
+                     f"{repeats} interleaved repeats")
 
 
 def padded_share(lengths: np.ndarray, batches: list[np.ndarray]) -> float:

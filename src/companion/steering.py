@@ -73,25 +73,31 @@ def record_activations(
     """Pooled unit activations (sentences x units, float32) and the unit index (module, layer, index, unit)."""
     modules = unit_modules(model, pattern)
     names = list(modules)
-    seen: dict[str, torch.Tensor] = {}
+    masks: list[torch.Tensor] = []
+    pooled: dict[str, torch.Tensor] = {}
+
+    def keep_mask(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        """A model pre-hook that hands the batch's attention mask to the unit hooks."""
+        masks[:] = [kwargs["attention_mask"]]
 
     def hook_for(name: str) -> Callable:
-        """A pre-hook that keeps the module's input and stops the pass after the deepest module."""
+        """A pre-hook that pools the module's input at once (its tokens are not kept) and stops after the deepest."""
 
         def hook(module: nn.Module, args: tuple) -> None:
-            seen[name] = args[0]
+            pooled[name] = pool(args[0].float(), masks[0], pooling)
             if name == names[-1]:
                 raise StopForward
 
         return hook
 
     def per_batch(batch: dict[str, torch.Tensor], output: object) -> torch.Tensor:
-        return torch.cat([pool(seen[name].float(), batch["attention_mask"], pooling) for name in names], 1)
+        return torch.cat([pooled[name] for name in names], 1)
 
-    handles = [modules[name].register_forward_pre_hook(hook_for(name)) for name in names]
+    handles = [model.register_forward_pre_hook(keep_mask, with_kwargs=True)]
+    handles += [modules[name].register_forward_pre_hook(hook_for(name)) for name in names]
     with removing(handles):
         activations = forward_batches(model, tokenizer, sentences, per_batch, batch_size, max_tokens, "recording units")
-    widths = [seen[name].shape[-1] for name in names]
+    widths = [pooled[name].shape[-1] for name in names]
     units = pd.DataFrame({
         "module": np.repeat(names, widths),
         "layer": np.repeat([layer_of(name) for name in names], widths),
