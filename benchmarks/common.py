@@ -51,13 +51,16 @@ def seconds(fn: Callable[[], object]) -> float:
 
 
 def side_by_side(fns: dict[str, Callable[[], object]], repeats: int, warmup: bool = True) -> dict[str, float]:
-    """Median seconds of each function, run in alternation (after one untimed warm-up each) so noise hits all."""
+    """Median seconds of each function, run in alternation (after one untimed warm-up each) so noise hits all.
+
+    The order flips every repeat (A B, B A, ...), so whatever the first or second place costs falls on both.
+    """
     if warmup:
         for fn in fns.values():
             fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
+    for repeat in range(repeats):
+        for name, fn in list(fns.items())[:: -1 if repeat % 2 else 1]:
             times[name].append(seconds(fn))
     return {name: statistics.median(values) for name, values in times.items()}
 
