@@ -73,10 +73,9 @@ def ratio_row(name: str, times: dict[str, float], ours: str, reference: str, lim
 
 
 def markdown_table(rows: list[Row]) -> str:
-    """The rows as one markdown table: row, measured figure, bar, holds and the detail."""
-    lines = ["| # | benchmark | measured | bar | holds | detail |", "|---|---|---|---|---|---|"]
-    lines += [f"| {i} | {r.name} | {r.value} | {r.bar} | {'yes' if r.holds else '**no**'} | {r.detail} |"
-              for i, r in enumerate(rows, 1)]
+    """The rows as one markdown table: benchmark, measured figure, bar, holds and the detail."""
+    lines = ["| benchmark | measured | bar | holds | detail |", "|---|---|---|---|---|"]
+    lines += [f"| {r.name} | {r.value} | {r.bar} | {'yes' if r.holds else '**no**'} | {r.detail} |" for r in rows]
     return "\n".join(lines)
 
 

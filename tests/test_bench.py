@@ -30,7 +30,7 @@ def test_side_by_side_alternates_the_order_after_a_warm_up():
 def test_table_has_one_line_per_row_and_flags_misses():
     rows = [Row("fast", "2x", ">= 1x", True), Row("slow", "0.5x", ">= 1x", False, "why")]
     lines = markdown_table(rows).splitlines()
-    assert len(lines) == 4 and lines[2].startswith("| 1 | fast |") and "**no** | why |" in lines[3]
+    assert len(lines) == 4 and lines[2].startswith("| fast | 2x |") and "**no** | why |" in lines[3]
 
 
 def test_bench_json_is_a_list_the_book_renders(tmp_path: Path):
