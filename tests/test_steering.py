@@ -44,6 +44,16 @@ def test_average_precision_equals_sklearn_with_ties():
     np.testing.assert_allclose(ours[:, 0], labels.mean(axis=0), atol=1e-9)
 
 
+def test_average_precision_one_label_per_row_equals_sklearn():
+    rng = np.random.default_rng(2)
+    scores = rng.normal(size=(240, 50)).astype(np.float32)
+    scores[:, :5] = rng.integers(-2, 3, size=(240, 5))  # tied units take the exact path
+    scores[:8, 5], scores[8:16, 5] = -0.0, 0.0  # signed zeros are ties too
+    labels = np.eye(4, dtype=bool)[rng.integers(0, 4, size=240)]
+    ours = steering.average_precision(scores, labels, chunk=16)
+    np.testing.assert_allclose(ours, sklearn_ap(scores, labels), atol=1e-9)
+
+
 def no_hooks(model: torch.nn.Module) -> bool:
     """True when no forward or pre-forward hook is left on any module."""
     return all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())

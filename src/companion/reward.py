@@ -120,12 +120,18 @@ def train_dpo(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs:
     return trainer.model.eval(), trainer.state.log_history
 
 
+def reward_trainer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs: list[Pair], s: TrainSettings,
+                   out_dir: str | Path) -> RewardTrainer:
+    """A TRL RewardTrainer with a fresh LoRA adapter on the backbone with a scalar head."""
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return RewardTrainer(model=model, args=reward_config(s, out_dir), train_dataset=pairs_dataset(pairs),
+                         processing_class=tokenizer, peft_config=lora_config(s, TaskType.SEQ_CLS))
+
+
 def train_reward(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs: list[Pair], s: TrainSettings,
                  out_dir: str | Path) -> tuple[PeftModel, list[dict[str, float]]]:
     """Train a LoRA Bradley-Terry reward model on the pairs; returns it and TRL's log history."""
-    model.config.pad_token_id = tokenizer.pad_token_id
-    trainer = RewardTrainer(model=model, args=reward_config(s, out_dir), train_dataset=pairs_dataset(pairs),
-                            processing_class=tokenizer, peft_config=lora_config(s, TaskType.SEQ_CLS))
+    trainer = reward_trainer(model, tokenizer, pairs, s, out_dir)
     trainer.train()
     return trainer.model.eval(), trainer.state.log_history
 

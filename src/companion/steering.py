@@ -73,25 +73,31 @@ def record_activations(
     """Pooled unit activations (sentences x units, float32) and the unit index (module, layer, index, unit)."""
     modules = unit_modules(model, pattern)
     names = list(modules)
-    seen: dict[str, torch.Tensor] = {}
+    masks: list[torch.Tensor] = []
+    pooled: dict[str, torch.Tensor] = {}
+
+    def keep_mask(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        """A model pre-hook that hands the batch's attention mask to the unit hooks."""
+        masks[:] = [kwargs["attention_mask"]]
 
     def hook_for(name: str) -> Callable:
-        """A pre-hook that keeps the module's input and stops the pass after the deepest module."""
+        """A pre-hook that pools the module's input at once (its tokens are not kept) and stops after the deepest."""
 
         def hook(module: nn.Module, args: tuple) -> None:
-            seen[name] = args[0]
+            pooled[name] = pool(args[0].float(), masks[0], pooling)
             if name == names[-1]:
                 raise StopForward
 
         return hook
 
     def per_batch(batch: dict[str, torch.Tensor], output: object) -> torch.Tensor:
-        return torch.cat([pool(seen[name].float(), batch["attention_mask"], pooling) for name in names], 1)
+        return torch.cat([pooled[name] for name in names], 1)
 
-    handles = [modules[name].register_forward_pre_hook(hook_for(name)) for name in names]
+    handles = [model.register_forward_pre_hook(keep_mask, with_kwargs=True)]
+    handles += [modules[name].register_forward_pre_hook(hook_for(name)) for name in names]
     with removing(handles):
         activations = forward_batches(model, tokenizer, sentences, per_batch, batch_size, max_tokens, "recording units")
-    widths = [seen[name].shape[-1] for name in names]
+    widths = [pooled[name].shape[-1] for name in names]
     units = pd.DataFrame({
         "module": np.repeat(names, widths),
         "layer": np.repeat([layer_of(name) for name in names], widths),
@@ -113,20 +119,72 @@ def _ap_sorted(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return gained.sum(axis=0) / tp[-1]
 
 
-def average_precision(scores: np.ndarray, labels: np.ndarray, chunk: int = 4096) -> np.ndarray:
+def _exact_ap(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """AP of every column of scores for each label column (classes x units) by a tie-aware sort along rows."""
+    order = np.argsort(-scores, axis=0, kind="stable")
+    ranked = np.take_along_axis(scores, order, axis=0)
+    return np.stack([_ap_sorted(ranked, labels[:, c][order]) for c in range(labels.shape[1])])
+
+
+def _order_keys(block: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """int64 keys (units x rows) whose ascending order is the scores' descending order; row class in the low byte."""
+    bits = np.ascontiguousarray(block.T) + np.float32(0)  # + 0 turns -0.0 into 0.0, which sorts as a tie
+    bits = bits.view(np.int32)
+    keys = (bits ^ ((bits >> 31) & 0x7FFFFFFF)).astype(np.int64)  # integers in the order of the float32 scores
+    np.subtract(2**31, keys, out=keys)
+    keys <<= 8
+    keys |= classes
+    return keys
+
+
+def _ap_partition(block: np.ndarray, classes: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One-vs-rest AP (classes x units) of float32 scores for rows in disjoint classes, and which units have ties.
+
+    One integer sort per unit yields the classes in rank order; a stable radix sort of those gives each class's
+    ranks in order, so its k-th best row contributes precision k / rank. Tied units are wrong here: redo them.
+    """
+    keys = _order_keys(block, classes)
+    keys.sort(axis=1)
+    ranked_classes = (keys & 0xFF).astype(np.uint8)
+    keys >>= 8
+    ties = (keys[:, 1:] == keys[:, :-1]).any(axis=1)
+    ranks = np.argsort(ranked_classes, axis=1, kind="stable") + 1.0
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    within = np.concatenate([np.arange(1, size + 1) for size in sizes])
+    gained = within / ranks
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.stack([gained[:, a:b].sum(axis=1) / (b - a) for a, b in zip(bounds[:-1], bounds[1:])]), ties
+
+
+def _one_vs_rest(labels: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, list[int]]]:
+    """(row classes, class sizes, class of each label column) problems covering every label column."""
+    if (labels.sum(axis=1) == 1).all() and labels.shape[1] < 256:
+        classes = labels.argmax(axis=1)
+        return [(classes, np.bincount(classes, minlength=labels.shape[1]), list(range(labels.shape[1])))]
+    return [(labels[:, c].astype(np.int64), np.bincount(labels[:, c], minlength=2), [-1, c])
+            for c in range(labels.shape[1])]
+
+
+def average_precision(scores: np.ndarray, labels: np.ndarray, chunk: int = 256) -> np.ndarray:
     """AP of every column of scores (n x units) for each label column (n x classes): classes x units.
 
-    Equal to sklearn.metrics.average_precision_score column by column, ties included; one sort per chunk
-    of units serves every class.
+    Equal to sklearn.metrics.average_precision_score column by column, ties included. For float32 scores one
+    integer sort per unit serves every class when each row has exactly one label; units with tied scores (and
+    other dtypes) take the exact tie-aware path.
     """
     labels = np.asarray(labels, dtype=bool).reshape(len(scores), -1)
+    if scores.dtype != np.float32:
+        return _exact_ap(scores, labels)
     result = np.empty((labels.shape[1], scores.shape[1]))
-    for start in range(0, scores.shape[1], chunk):
-        block = scores[:, start:start + chunk]
-        order = np.argsort(-block, axis=0, kind="stable")
-        ranked = np.take_along_axis(block, order, axis=0)
-        for c in range(labels.shape[1]):
-            result[c, start:start + chunk] = _ap_sorted(ranked, labels[:, c][order])
+    for classes, sizes, columns in _one_vs_rest(labels):
+        for start in range(0, scores.shape[1], chunk):
+            block = scores[:, start:start + chunk]
+            ap, ties = _ap_partition(block, classes, sizes)
+            if ties.any():
+                ap[:, ties] = _exact_ap(block[:, ties], np.arange(len(sizes)) == classes[:, None])
+            for row, column in enumerate(columns):
+                if column >= 0:
+                    result[column, start:start + chunk] = ap[row]
     return result
 
 
