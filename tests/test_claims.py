@@ -40,3 +40,15 @@ def test_render_reads_results_and_updates(tmp_path: Path) -> None:
     assert len(rows) == 2
     assert "**ru**" in rows[0] and "**reproduced**" in rows[0]
     assert "**fr**" in rows[1] and "**not reproduced**" in rows[1]
+
+
+def test_bench_page_renders_rows_or_says_not_run(tmp_path: Path) -> None:
+    from companion.book import bench_page
+
+    assert "have not been run" in bench_page(tmp_path)
+    rows = [{"name": "AP scoring", "value": "46x", "bar": ">= 100x", "holds": False, "detail": "ours 10 s"},
+            {"name": "Batching", "value": "1.3%", "bar": "<= 10%", "holds": True}]
+    (tmp_path / "bench.json").write_text(json.dumps(rows))
+    page = bench_page(tmp_path)
+    assert "| AP scoring | 46x | >= 100x | **no** | ours 10 s |" in page
+    assert "| Batching | 1.3% | <= 10% | yes |  |" in page

@@ -44,8 +44,9 @@ def bench_page(results_dir: Path) -> str:
         return "\n".join(lines + ["The benchmarks have not been run for this build: run `make bench`, then "
                                   "`companion build`."]) + "\n"
     rows = json.loads(path.read_text(encoding="utf-8"))
-    lines += ["| benchmark | measured | bar | holds |", "|---|---|---|---|"]
-    lines += [f"| {r['name']} | {r['value']} | {r['bar']} | {'yes' if r['holds'] else '**no**'} |" for r in rows]
+    lines += ["| benchmark | measured | bar | holds | how it was measured |", "|---|---|---|---|---|"]
+    lines += [f"| {r['name']} | {r['value']} | {r['bar']} | {'yes' if r['holds'] else '**no**'} | {r.get('detail', '')} |"
+              for r in rows]
     return "\n".join(lines) + "\n"
 
 
