@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.util
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -18,6 +16,7 @@ from transformers.utils import logging as hf_logging
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from companion.errors import UserError
+from companion.files import sha256_file, staged_folder
 
 MARKER = "companion-complete.json"
 
@@ -63,15 +62,6 @@ def cache_root() -> Path:
     base = Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "companion"
     base.mkdir(parents=True, exist_ok=True)
     return base
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _gguf_path(spec: EmbeddedModel, workdir: Path) -> Path:
@@ -126,17 +116,13 @@ def _convert_gguf(spec: EmbeddedModel, staging: Path) -> tuple[Path, str]:
 
 def _build_cache(spec: EmbeddedModel, folder: Path) -> None:
     """Convert once into folder, atomically: a marker lists every file's sha256, then one rename."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{spec.name}-", dir=folder.parent))
-    try:
-        out, digest = _convert_gguf(spec, staging)
+    with staged_folder(folder) as staging:
+        out, digest = _convert_gguf(spec, staging / "work")
         files = {p.name: sha256_file(p) for p in sorted(out.iterdir()) if p.is_file()}
         (out / MARKER).write_text(json.dumps({"gguf_sha256": digest, "files": files}, indent=1))
-        if folder.exists():
-            shutil.rmtree(folder)
-        out.rename(folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        for item in out.iterdir():
+            item.rename(staging / item.name)
+        shutil.rmtree(staging / "work")
 
 
 def embedded_cache_dir(name: str) -> Path:

@@ -26,6 +26,7 @@ import pandas as pd
 
 from companion.data import movie_reviews, read_preference_file, version_verses
 from companion.errors import UserError
+from companion.files import sha256_file
 
 Pair = dict[str, str]
 SHIFTS = ("id", "prompt", "response")
@@ -268,7 +269,7 @@ def data_identity(preference_path: str = "", hub_dataset: str = "") -> list[dict
     from importlib.metadata import PackageNotFoundError, version
 
     if preference_path:
-        digest = hashlib.sha256(Path(preference_path).read_bytes()).hexdigest()
+        digest = sha256_file(preference_path)
         return [{"name": Path(preference_path).name, "source": "user file", "sha256": digest}]
     if hub_dataset:
         return [{"name": hub_dataset, "source": "huggingface-hub"}]

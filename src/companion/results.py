@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from companion.files import staged_file
 
 RESULTS_ENV = "COMPANION_RESULTS"
 FIGURES_ENV = "COMPANION_FIGURES"  # where figures.publish() saves PNGs for other pages
@@ -33,11 +34,8 @@ def to_jsonable(value: Any) -> Any:
 
 def write_json_atomic(path: Path, payload: Any) -> Path:
     """Write JSON to a temporary file beside path, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+    with staged_file(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
         json.dump(to_jsonable(payload), handle, indent=1, ensure_ascii=False)
-    os.replace(tmp, path)
     return path
 
 

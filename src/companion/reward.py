@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import tempfile
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,10 +25,10 @@ from transformers import AutoModelForSequenceClassification, PreTrainedModel, Pr
 from transformers.utils import logging as hf_logging
 from trl import DPOConfig, DPOTrainer, RewardConfig, RewardTrainer
 
-from companion.models import EMBEDDED, cache_root, embedded_cache_dir, load_causal_lm, model_identity
+from companion.files import staged_folder
+from companion.models import EMBEDDED, MARKER, cache_root, embedded_cache_dir, load_causal_lm, model_identity
 from companion.preferences import Pair
 
-MARKER = "companion-complete.json"
 
 
 @dataclass(frozen=True)
@@ -267,19 +266,13 @@ def cache_key(s: TrainSettings, pairs: list[Pair]) -> str:
 
 def _train_into(folder: Path, s: TrainSettings, pairs: list[Pair]) -> None:
     """Train both models and save their adapters and logs into folder (written in a temp dir, then renamed)."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    try:
+    with staged_folder(folder) as staging:
         model, tokenizer = load_causal_lm(s.model, device_map=s.device_map)
         policy, dpo_log = train_dpo(model, tokenizer, pairs, s, staging / "dpo-run")
         policy.save_pretrained(staging / "dpo")
         rm, rm_log = train_reward(load_reward_backbone(s.model, s.device_map), tokenizer, pairs, s, staging / "rm-run")
         rm.save_pretrained(staging / "rm")
         (staging / MARKER).write_text(json.dumps({"settings": asdict(s), "dpo_log": dpo_log, "rm_log": rm_log}))
-        shutil.rmtree(folder, ignore_errors=True)
-        staging.rename(folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 @dataclass

@@ -22,6 +22,7 @@ import nbformat
 
 from companion import profiles
 from companion.errors import UserError
+from companion.files import sha256_file
 from companion.results import FIGURES_ENV, RESULTS_ENV, to_jsonable, write_json_atomic
 
 # Packages whose versions identify the embedded models and data, and the libraries that compute results.
@@ -129,11 +130,6 @@ def source_dependencies(project: Project, notebook: Path) -> list[Path]:
     return sorted(set(seen.values()))
 
 
-def _file_digest(path: Path) -> str:
-    """sha256 of a file's bytes."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def input_hash(project: Project, notebook: profiles.Notebook, params: dict[str, Any]) -> str:
     """Hash of everything a notebook's output depends on: notebook, parameters, source, models and data."""
     digest = hashlib.sha256()
@@ -145,7 +141,7 @@ def input_hash(project: Project, notebook: profiles.Notebook, params: dict[str, 
     digest.update(json.dumps(package_versions(), sort_keys=True).encode())
     for value in params.values():  # a user's data file counts by content
         if isinstance(value, str) and value and Path(value).is_file():
-            digest.update(_file_digest(Path(value)).encode())
+            digest.update(sha256_file(value).encode())
     return digest.hexdigest()
 
 

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,7 +25,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from companion.data import parallel_corpus
 from companion.errors import UserError
 from companion.forward import StopForward, forward_batches, pool, removing
-from companion.models import cache_root, model_identity, sha256_file
+from companion.files import sha256_file, staged_file
+from companion.models import cache_root, model_identity
 
 # The input of each block's MLP down projection: Gemma 3 / Llama / Qwen2 / Cohere, BLOOM, GPT-2.
 DEFAULT_UNITS = r"mlp\.(down_proj|dense_4h_to_h|c_proj)$"
@@ -211,17 +210,9 @@ def expertise_table(activations: np.ndarray, units: pd.DataFrame, row_languages:
 
 def save_table(table: pd.DataFrame, path: str | Path) -> Path:
     """Write an expertise table to parquet atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
+    with staged_file(path) as tmp:
         table.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return Path(path)
 
 
 def load_table(path: str | Path) -> pd.DataFrame:
