@@ -28,6 +28,7 @@ from trl import DPOConfig, DPOTrainer, RewardConfig, RewardTrainer
 from companion.files import staged_folder
 from companion.models import EMBEDDED, MARKER, cache_root, embedded_cache_dir, load_causal_lm, model_identity
 from companion.preferences import Pair
+from companion.response_head import score_responses_only
 
 
 
@@ -105,10 +106,15 @@ def pairs_dataset(pairs: list[Pair]) -> Dataset:
 
 def dpo_trainer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs: list[Pair], s: TrainSettings,
                 out_dir: str | Path, eval_pairs: list[Pair] | None = None) -> DPOTrainer:
-    """A TRL DPOTrainer with a fresh LoRA adapter (the reference is the backbone with adapters disabled)."""
-    return DPOTrainer(model=model, args=dpo_config(s, out_dir), train_dataset=pairs_dataset(pairs),
-                      eval_dataset=pairs_dataset(eval_pairs) if eval_pairs else None, processing_class=tokenizer,
-                      peft_config=lora_config(s, TaskType.CAUSAL_LM))
+    """A TRL DPOTrainer with a fresh LoRA adapter (the reference is the backbone with adapters disabled).
+
+    On CPU its LM head scores the response tokens only (companion.response_head), as TRL does on GPUs.
+    """
+    trainer = DPOTrainer(model=model, args=dpo_config(s, out_dir), train_dataset=pairs_dataset(pairs),
+                         eval_dataset=pairs_dataset(eval_pairs) if eval_pairs else None, processing_class=tokenizer,
+                         peft_config=lora_config(s, TaskType.CAUSAL_LM))
+    score_responses_only(trainer.model.get_base_model())
+    return trainer
 
 
 def train_dpo(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs: list[Pair], s: TrainSettings,
