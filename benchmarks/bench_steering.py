@@ -70,7 +70,8 @@ def ap_row(quick: bool) -> Row:
     return Row("AP scoring (all units vs per-unit sklearn)", f"{speedup:.0f}x faster, diff {diff:.1e}",
                ">= 100x, diff <= 1e-6", speedup >= 100 and diff <= 1e-6,
                f"{activations.shape[0]} sentences x {units:,} units (synthetic, seeded), {len(LANGUAGES)} languages: "
-               f"ours {times['ours']:.2f} s on {torch.get_num_threads()} threads; sklearn {times['sklearn']:.2f} s on {subset} units, x{units / subset:.1f} "
+               f"ours {times['ours']:.2f} s on {torch.get_num_threads()} threads; sklearn {times['sklearn']:.2f} s "
+               f"on {subset} units, x{units / subset:.1f} "
                f"= {reference:.0f} s (linear extrapolation)", times["ours"] + times["sklearn"])
 
 

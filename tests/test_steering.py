@@ -54,6 +54,14 @@ def test_average_precision_one_label_per_row_equals_sklearn():
     np.testing.assert_allclose(ours, sklearn_ap(scores, labels), atol=1e-9)
 
 
+def test_average_precision_of_float64_scores_equals_sklearn():
+    rng = np.random.default_rng(3)
+    scores = rng.normal(size=(150, 20))
+    scores[:, :4] = rng.integers(0, 3, size=(150, 4))  # ties
+    labels = rng.random((150, 3)) < [0.3, 0.5, 0.1]
+    np.testing.assert_allclose(steering.average_precision(scores, labels), sklearn_ap(scores, labels), atol=1e-9)
+
+
 def no_hooks(model: torch.nn.Module) -> bool:
     """True when no forward or pre-forward hook is left on any module."""
     return all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())

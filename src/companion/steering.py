@@ -108,23 +108,13 @@ def record_activations(
     return activations, units
 
 
-def _ap_sorted(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """AP of each column, given scores sorted descending per column and labels in the same order."""
-    tp = np.cumsum(labels, axis=0, dtype=np.float64)
-    fp = np.cumsum(~labels, axis=0, dtype=np.float64)
-    last_of_tie = np.ones(scores.shape, dtype=bool)
-    last_of_tie[:-1] = scores[:-1] != scores[1:]
-    tp_at_end = np.where(last_of_tie, tp, 0.0)
-    previous = np.vstack([np.zeros((1, scores.shape[1])), np.maximum.accumulate(tp_at_end, axis=0)[:-1]])
-    gained = np.where(last_of_tie, (tp - previous) * tp / (tp + fp), 0.0)
-    return gained.sum(axis=0) / tp[-1]
-
-
 def _exact_ap(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """AP of every column of scores for each label column (classes x units) by a tie-aware sort along rows."""
+    """AP of every column of scores for each label column (classes x units), any dtype, by a float sort per unit."""
     order = np.argsort(-scores, axis=0, kind="stable")
-    ranked = np.take_along_axis(scores, order, axis=0)
-    return np.stack([_ap_sorted(ranked, labels[:, c][order]) for c in range(labels.shape[1])])
+    ranked = np.take_along_axis(scores, order, axis=0).T
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.stack([_tied_ap(ranked, labels[:, c][order].T, np.bincount(labels[:, c], minlength=2))[1]
+                         for c in range(labels.shape[1])])
 
 
 def _sorted_keys(block: np.ndarray, classes: np.ndarray) -> np.ndarray:
