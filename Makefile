@@ -9,12 +9,13 @@ export TOKENIZERS_PARALLELISM := false
 
 SUDO   := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: setup browser book test bench clean help
+.PHONY: setup browser book lint test bench clean help
 
 help:
 	@echo "make book   - set up (venv, packages, embedded models) and build the book with the $(PROFILE) profile"
 	@echo "make test   - set up and run the tests (unit tests + smoke run of every notebook + browser check)"
 	@echo "make bench  - run the speed benchmarks and print a table"
+	@echo "make lint   - ruff on the package, tests, benchmarks and notebooks"
 
 $(VENV)/.installed: requirements.txt requirements-nodeps.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,7 +37,10 @@ browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 	  ($(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver)
 
-test: setup browser
+lint: setup
+	$(VENV)/bin/ruff check .
+
+test: setup browser lint
 	$(PY) -m pytest -q
 
 bench: setup

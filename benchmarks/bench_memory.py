@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 from common import ROOT, Row
 
-from companion.models import cache_root
+from companion.core.cache import cache_root
 
 NOTEBOOK = "steering_1_experts"
 GIB = 2**30
@@ -62,7 +62,8 @@ def peak_rss(command: list[str], env: dict[str, str], interval: float = 0.2) -> 
 def memory_row(quick: bool) -> Row:
     """Row 6: peak RSS of steering_1_experts (default profile; smoke with --quick) with a fresh expert cache."""
     profile = "smoke" if quick else "default"
-    code = ("import sys; from pathlib import Path; from companion.runner import Project, run; "
+    code = ("import sys; from pathlib import Path; from companion.publish.project import Project; "
+            "from companion.publish.runner import run; "
             f"o = run(Project(Path(sys.argv[1])), {profile!r}, only={NOTEBOOK!r}, force=True); "
             "sys.exit(0 if all(x.status == 'ran' for x in o) else 1)")
     started = time.perf_counter()

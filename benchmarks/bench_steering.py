@@ -12,11 +12,12 @@ from common import LANGUAGES, MODEL, Row, ratio_row, side_by_side
 from sklearn.metrics import average_precision_score
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from companion.data import parallel_corpus
-from companion.embedding import sentence_embeddings
-from companion.forward import StopForward, decoder_blocks, forward_batches, length_batches, removing
-from companion.models import load_causal_lm
-from companion.steering import average_precision, record_activations, stacked, unit_modules
+from companion.core.corpora import parallel_corpus
+from companion.core.forward import StopForward, decoder_blocks, forward_batches, length_batches, removing
+from companion.core.models import load_causal_lm
+from companion.steering.average_precision import average_precision
+from companion.steering.embeddings import sentence_embeddings
+from companion.steering.recording import record_activations, stacked, unit_modules
 
 
 @lru_cache(maxsize=1)

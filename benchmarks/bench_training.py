@@ -10,9 +10,10 @@ from pathlib import Path
 from common import Row
 from transformers import Trainer, TrainerCallback
 
-from companion.models import load_causal_lm
-from companion.preferences import BuildSettings, Pair, training_pairs
-from companion.reward import TrainSettings, dpo_trainer, keep_fitting, load_reward_backbone, reward_trainer
+from companion.core.models import load_causal_lm
+from companion.rewards.preferences import BuildSettings, Pair, training_pairs
+from companion.rewards.scoring import keep_fitting
+from companion.rewards.training import TrainSettings, dpo_trainer, load_reward_backbone, reward_trainer
 
 # notebooks/profiles/paper_b.default.yaml: SmolLM2-135M, pairs of at most 48 tokens, batch 8, LoRA rank 16.
 SETTINGS = TrainSettings(model="smollm2-135m", max_length=48, batch_size=8, lora_r=16)

@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import torch
 
-from companion.results import write_json_atomic
+from companion.publish.results import write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "book" / "_generated" / "results" / "bench.json"

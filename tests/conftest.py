@@ -11,7 +11,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).parent))
 
-from companion.runner import Project, run  # noqa: E402  (after the environment is set)
+from companion.publish.project import Project
+from companion.publish.runner import run  # noqa: E402  (after the environment is set)
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 from common import Row, markdown_table, ratio_row, side_by_side, write_rows  # noqa: E402
 
-from companion.book import bench_page  # noqa: E402
+from companion.publish.book import bench_page  # noqa: E402
 
 
 def test_ratio_row_holds_at_the_limit_and_names_both_times():

@@ -6,8 +6,8 @@ from urllib.parse import unquote, urlparse
 
 import pytest
 
-from companion.book import build
-from companion.runner import Project
+from companion.publish.book import build
+from companion.publish.project import Project
 
 pytestmark = [pytest.mark.smoke, pytest.mark.browser]
 OUTPUT = Path(__file__).resolve().parents[1] / "test-output"

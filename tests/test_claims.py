@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from companion.claims import CLAIMS, Claim, Measured, render, verdict
+from companion.publish.claims import CLAIMS, Claim, Measured, render, verdict
 
 RATIO = Claim("A", "up to 2x", 2.0, 1.0, "x", lambda m: [Measured(m["v"], m["lo"], m["hi"])])
 DROP = Claim("B", "drop of 3%", 0.03, 0.0, "x", lambda m: [Measured(m["v"], m["lo"], m["hi"])])
@@ -43,7 +43,7 @@ def test_render_reads_results_and_updates(tmp_path: Path) -> None:
 
 
 def test_bench_page_renders_rows_or_says_not_run(tmp_path: Path) -> None:
-    from companion.book import bench_page
+    from companion.publish.book import bench_page
 
     assert "have not been run" in bench_page(tmp_path)
     rows = [{"name": "AP scoring", "value": "46x", "bar": ">= 100x", "holds": False, "detail": "ours 10 s"},

@@ -5,36 +5,36 @@ from pathlib import Path
 
 import pytest
 
-from companion import data
-from companion.errors import UserError
+from companion.core import corpora, preference_files
+from companion.core.errors import UserError
 
 
 def test_bible_splits_are_disjoint_and_aligned() -> None:
-    experts = data.parallel_corpus(["en", "de", "ru"], n=200, split="experts", seed=0)
-    evaluation = data.parallel_corpus(["en", "de", "ru"], n=200, split="eval", seed=0)
+    experts = corpora.parallel_corpus(["en", "de", "ru"], n=200, split="experts", seed=0)
+    evaluation = corpora.parallel_corpus(["en", "de", "ru"], n=200, split="eval", seed=0)
     assert list(experts.columns) == ["en", "de", "ru"]
     assert not set(experts.index) & set(evaluation.index)
     assert experts.loc[experts.index[0]].str.len().min() > 0
-    again = data.parallel_corpus(["en", "de", "ru"], n=200, split="experts", seed=0)
+    again = corpora.parallel_corpus(["en", "de", "ru"], n=200, split="experts", seed=0)
     assert experts.equals(again)
-    other_seed = data.parallel_corpus(["en", "de", "ru"], n=200, split="experts", seed=1)
+    other_seed = corpora.parallel_corpus(["en", "de", "ru"], n=200, split="experts", seed=1)
     assert not experts.index.equals(other_seed.index)
 
 
 def test_unknown_language_names_code_and_lists_available() -> None:
     with pytest.raises(UserError, match=r"unknown language 'xx'.*available: ar, de, en"):
-        data.parallel_corpus(["en", "xx"], n=10, split="eval", seed=0)
+        corpora.parallel_corpus(["en", "xx"], n=10, split="eval", seed=0)
 
 
 def test_copyrighted_language_says_why() -> None:
     with pytest.raises(UserError, match=r"'sw'.*Swahili Union Version.*not public domain"):
-        data.check_languages(["en", "sw"])
+        corpora.check_languages(["en", "sw"])
 
 
 def test_every_used_version_is_public_domain() -> None:
-    table = data.languages_table()
-    assert set(table[table.used].language) == set(data.LANGUAGE_VERSION)
-    assert all(v.public_domain for v in data.LANGUAGE_VERSION.values())
+    table = corpora.languages_table()
+    assert set(table[table.used].language) == set(corpora.LANGUAGE_VERSION)
+    assert all(v.public_domain for v in corpora.LANGUAGE_VERSION.values())
 
 
 @pytest.fixture()
@@ -46,25 +46,25 @@ def parallel_tsv(tmp_path: Path) -> Path:
 
 
 def test_user_parallel_tsv_and_jsonl(parallel_tsv: Path, tmp_path: Path) -> None:
-    frame = data.parallel_corpus(["de", "en"], n=5, split="eval", seed=0, path=parallel_tsv)
+    frame = corpora.parallel_corpus(["de", "en"], n=5, split="eval", seed=0, path=parallel_tsv)
     assert list(frame.columns) == ["de", "en"]
     assert all(row.en.split()[-1] == row.de.split()[-1] for row in frame.itertuples())
     jsonl = tmp_path / "mine.jsonl"
     jsonl.write_text("\n".join(json.dumps({"en": f"s {i}", "fr": f"p {i}"}) for i in range(20)), encoding="utf-8")
-    assert len(data.parallel_corpus(["en", "fr"], n=3, split="experts", seed=0, path=jsonl)) == 3
+    assert len(corpora.parallel_corpus(["en", "fr"], n=3, split="experts", seed=0, path=jsonl)) == 3
 
 
 def test_user_parallel_file_errors(parallel_tsv: Path, tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"no column for \['fr'\]"):
-        data.parallel_corpus(["en", "fr"], n=5, split="eval", seed=0, path=parallel_tsv)
+        corpora.parallel_corpus(["en", "fr"], n=5, split="eval", seed=0, path=parallel_tsv)
     with pytest.raises(UserError, match="does not exist"):
-        data.read_parallel_file(tmp_path / "missing.tsv")
+        corpora.read_parallel_file(tmp_path / "missing.tsv")
     holes = tmp_path / "holes.tsv"
     holes.write_text("en\tde\nhello\t\n", encoding="utf-8")
     with pytest.raises(UserError, match="empty cells"):
-        data.read_parallel_file(holes)
+        corpora.read_parallel_file(holes)
     with pytest.raises(UserError, match="holds"):
-        data.parallel_corpus(["en", "de"], n=500, split="eval", seed=0, path=parallel_tsv)
+        corpora.parallel_corpus(["en", "de"], n=500, split="eval", seed=0, path=parallel_tsv)
 
 
 def _write_lines(path: Path, lines: list[str]) -> Path:
@@ -74,7 +74,7 @@ def _write_lines(path: Path, lines: list[str]) -> Path:
 
 def test_preference_file_round_trip(tmp_path: Path) -> None:
     pair = {"prompt": "Review:", "chosen": "great film", "rejected": "dull film"}
-    pairs = data.read_preference_file(_write_lines(tmp_path / "p.jsonl", [json.dumps(pair)] * 3))
+    pairs = preference_files.read_preference_file(_write_lines(tmp_path / "p.jsonl", [json.dumps(pair)] * 3))
     assert pairs == [pair] * 3
 
 
@@ -89,10 +89,10 @@ def test_preference_file_round_trip(tmp_path: Path) -> None:
 )
 def test_malformed_preference_file(tmp_path: Path, line: str, message: str) -> None:
     with pytest.raises(UserError, match=message):
-        data.read_preference_file(_write_lines(tmp_path / "bad.jsonl", [line]))
+        preference_files.read_preference_file(_write_lines(tmp_path / "bad.jsonl", [line]))
 
 
 def test_movie_reviews_have_both_sources_and_labels() -> None:
-    reviews = data.movie_reviews()
+    reviews = preference_files.movie_reviews()
     assert set(reviews.source) == {"imdb", "rotten_tomatoes"}
     assert set(reviews.label) == {0, 1}

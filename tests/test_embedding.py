@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from companion import embedding, steering
-from companion.errors import UserError
 from tiny import ARCHITECTURES, CORPUS, tiny_causal_lm, tiny_tokenizer
+
+from companion.core.errors import UserError
+from companion.steering import alignment, embeddings, expertise, recording
 
 
 def tokenizer_padding(side: str):
@@ -21,9 +21,9 @@ def tokenizer_padding(side: str):
 @pytest.mark.parametrize("pooling", ["mean", "max", "last"])
 def test_padding_left_or_right_equals_unpadded(arch, pooling):
     model = tiny_causal_lm(arch)
-    alone = embedding.sentence_embeddings(model, tokenizer_padding("right"), CORPUS, [0, 2], pooling, batch_size=1)
+    alone = embeddings.sentence_embeddings(model, tokenizer_padding("right"), CORPUS, [0, 2], pooling, batch_size=1)
     for side in ("left", "right"):
-        padded = embedding.sentence_embeddings(model, tokenizer_padding(side), CORPUS, [0, 2], pooling, batch_size=8)
+        padded = embeddings.sentence_embeddings(model, tokenizer_padding(side), CORPUS, [0, 2], pooling, batch_size=8)
         np.testing.assert_allclose(padded, alone, atol=1e-5, err_msg=f"{arch} {side} {pooling}")
 
 
@@ -32,23 +32,23 @@ def test_no_block_beyond_the_deepest_and_no_lm_head():
     calls = []
     handles = [model.model.layers[2].register_forward_hook(lambda *a: calls.append("block2")),
                model.lm_head.register_forward_hook(lambda *a: calls.append("head"))]
-    out = embedding.sentence_embeddings(model, tiny_tokenizer(), CORPUS, [1, 0])
+    out = embeddings.sentence_embeddings(model, tiny_tokenizer(), CORPUS, [1, 0])
     assert out.shape == (2, len(CORPUS), 32) and calls == []
-    embedding.sentence_embeddings(model, tiny_tokenizer(), CORPUS, [2])
+    embeddings.sentence_embeddings(model, tiny_tokenizer(), CORPUS, [2])
     assert calls and "head" not in calls
     for handle in handles:
         handle.remove()
     with pytest.raises(UserError, match="layers"):
-        embedding.sentence_embeddings(model, tiny_tokenizer(), CORPUS, [3])
+        embeddings.sentence_embeddings(model, tiny_tokenizer(), CORPUS, [3])
 
 
 def test_intervention_moves_only_blocks_at_or_after_it():
     model, tok = tiny_causal_lm("qwen2"), tiny_tokenizer()
-    acts, units = steering.record_activations(model, tok, CORPUS)
-    table = steering.expertise_table(acts, units, ["en", "fr", "de", "es", "ru", "en", "en", "en"])
+    acts, units = recording.record_activations(model, tok, CORPUS)
+    table = expertise.expertise_table(acts, units, ["en", "fr", "de", "es", "ru", "en", "en", "en"])
     experts = table[(table["language"] == "fr") & (table["layer"] == 1)].head(5).assign(on_p50=5.0)
-    before = embedding.sentence_embeddings(model, tok, CORPUS, [0, 1, 2])
-    after = embedding.sentence_embeddings(model, tok, CORPUS, [0, 1, 2], experts=experts)
+    before = embeddings.sentence_embeddings(model, tok, CORPUS, [0, 1, 2])
+    after = embeddings.sentence_embeddings(model, tok, CORPUS, [0, 1, 2], experts=experts)
     np.testing.assert_array_equal(after[0], before[0])
     assert not np.allclose(after[1], before[1]) and not np.allclose(after[2], before[2])
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
@@ -57,10 +57,10 @@ def test_intervention_moves_only_blocks_at_or_after_it():
 def test_retrieval_on_a_constructed_case():
     a = np.eye(4)
     b = np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0.9, 0, 0.1, 0], [0, 0, 0, 1]], dtype=float)
-    assert embedding.retrieval_hits(a, b, 1).tolist() == [True, True, True, True]
-    assert embedding.retrieval_hits(b, a, 1).tolist() == [True, True, False, True]  # b2 is closest to a0
-    assert embedding.retrieval_hits(b, a, 2).all()
-    result = embedding.retrieval(a, b, n_boot=200)
+    assert alignment.retrieval_hits(a, b, 1).tolist() == [True, True, True, True]
+    assert alignment.retrieval_hits(b, a, 1).tolist() == [True, True, False, True]  # b2 is closest to a0
+    assert alignment.retrieval_hits(b, a, 2).all()
+    result = alignment.retrieval(a, b, n_boot=200)
     assert result["top1_ab"]["mean"] == 1.0 and result["top1_ba"]["mean"] == 0.75 and result["top5_ba"]["mean"] == 1.0
     assert result["top1_ba"]["low"] <= 0.75 <= result["top1_ba"]["high"]
 
@@ -70,8 +70,8 @@ def test_retrieval_of_a_permutation_counts_fixed_points_and_ties_count_against()
     a = rng.normal(size=(50, 16))
     perm = np.arange(50)
     perm[:20] = np.roll(perm[:20], 1)  # 20 rows moved, 30 in place
-    assert embedding.retrieval_hits(a, a[perm], 1).mean() == pytest.approx(30 / 50)
-    assert not embedding.retrieval_hits(np.ones((5, 3)), np.ones((5, 3)), 1).any()
+    assert alignment.retrieval_hits(a, a[perm], 1).mean() == pytest.approx(30 / 50)
+    assert not alignment.retrieval_hits(np.ones((5, 3)), np.ones((5, 3)), 1).any()
 
 
 def test_centering_removes_a_shared_offset():
@@ -79,19 +79,19 @@ def test_centering_removes_a_shared_offset():
     a = rng.normal(size=(40, 8))
     b = a + rng.normal(scale=0.05, size=a.shape)
     a, b = a + 50 * rng.normal(size=8), b + 50 * rng.normal(size=8)  # a large offset per language
-    assert embedding.retrieval_hits(a, b, 1, center=True).all()
-    assert embedding.retrieval_hits(a, b, 1, center=False).mean() < 0.5
+    assert alignment.retrieval_hits(a, b, 1, center=True).all()
+    assert alignment.retrieval_hits(a, b, 1, center=False).mean() < 0.5
 
 
 def test_cosine_and_separability_on_known_geometry():
     rng = np.random.default_rng(2)
     a = rng.normal(size=(30, 8))
-    cos = embedding.parallel_cosine(a, a)
+    cos = alignment.parallel_cosine(a, a)
     assert cos["parallel"] == pytest.approx(1.0) and abs(cos["non_parallel"]) < 0.2
     apart = {"x": np.eye(8)[0] + 0.01 * a, "y": np.eye(8)[1] + 0.01 * a}
     mixed = {"x": a[:15], "y": a[15:]}
-    assert embedding.separability(apart) > 0.9 > 0.1 > embedding.separability(mixed)
-    metrics = embedding.alignment(a, a + 0.01, n_boot=100)
+    assert alignment.separability(apart) > 0.9 > 0.1 > alignment.separability(mixed)
+    metrics = alignment.alignment(a, a + 0.01, n_boot=100)
     assert metrics["top1_ab"]["mean"] == 1.0 and set(metrics) >= {"cosine", "silhouette", "top5_ba"}
 
 
@@ -100,19 +100,19 @@ def test_best_ratio_and_protocol_sides():
                {"selection": "experts", "k": 10, "top1_pre": 0.1, "top1_post": 0.25},
                {"selection": "experts", "k": 10, "top1_pre": 0.0, "top1_post": 0.5},
                {"selection": "random-target", "k": 10, "top1_pre": 0.1, "top1_post": 0.9}]
-    best = embedding.best_ratio(records)
+    best = alignment.best_ratio(records)
     assert best["ratio"] == pytest.approx(2.5) and best["record"] is records[1]
-    assert embedding.best_ratio(records, "random-target")["ratio"] == pytest.approx(9.0)
-    assert embedding.forced_sides("source", ["en", "fr", "ru"], "fr") == ["en", "ru"]
-    assert embedding.forced_sides("both", ["en", "fr", "ru"], "fr") == ["en", "ru", "fr"]
+    assert alignment.best_ratio(records, "random-target")["ratio"] == pytest.approx(9.0)
+    assert alignment.forced_sides("source", ["en", "fr", "ru"], "fr") == ["en", "ru"]
+    assert alignment.forced_sides("both", ["en", "fr", "ru"], "fr") == ["en", "ru", "fr"]
     with pytest.raises(UserError, match="protocol"):
-        embedding.forced_sides("target", ["en"], "en")
+        alignment.forced_sides("target", ["en"], "en")
 
 
 def test_pair_records_before_equals_after_without_intervention():
     rng = np.random.default_rng(3)
     pre = {"en": rng.normal(size=(2, 20, 6)), "fr": rng.normal(size=(2, 20, 6))}
     pre["fr"][1] = pre["en"][1] + 0.01  # layer 1 aligned: perfect retrieval
-    rows = embedding.pair_records(pre, {}, "en", "fr", [4, 9], center=False, n_boot=100, seed=0)
+    rows = alignment.pair_records(pre, {}, "en", "fr", [4, 9], center=False, n_boot=100, seed=0)
     assert [r["layer"] for r in rows] == [4, 9] and rows[1]["top1_pre"] == 1.0
     assert all(r["top1_pre"] == r["top1_post"] and r["ci_pre"] == r["ci_post"] for r in rows)

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from companion import generalization as gen
-from companion.preferences import PreferenceSet
+from companion.rewards import experiments as gen
+from companion.rewards.preferences import PreferenceSet
 
 ROOT = Path(__file__).resolve().parents[1]
 

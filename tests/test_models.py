@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from companion import models
-from companion.errors import UserError
 from tiny import tiny_causal_lm, tiny_tokenizer
+
+from companion.core import models
+from companion.core.errors import UserError
 
 
 def _save_tiny(folder: Path) -> Path:

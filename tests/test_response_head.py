@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
-from trl.trainer.utils import add_fused_lm_head
-
-from companion import reward
-from companion.response_head import applies_to, score_responses_only
 from test_reward import PAIRS, SETTINGS
 from tiny import tiny_causal_lm, tiny_tokenizer
+from trl.trainer.utils import add_fused_lm_head
+
+from companion.rewards import training
+from companion.rewards.response_head import applies_to, score_responses_only
 
 FIELDS = ("log_probs", "entropy", "mean_logits", "is_top1")
 
@@ -69,8 +69,8 @@ def test_models_whose_logits_are_transformed_are_left_to_trl():
 
 
 def test_dpo_trainer_uses_the_response_head_and_matches_trl_reference_logps(tmp_path):
-    trainer = reward.dpo_trainer(tiny_causal_lm("llama"), tiny_tokenizer(), PAIRS, SETTINGS, tmp_path)
-    assert trainer.model.get_base_model().forward.__func__.__module__ == "companion.response_head"
+    trainer = training.dpo_trainer(tiny_causal_lm("llama"), tiny_tokenizer(), PAIRS, SETTINGS, tmp_path)
+    assert trainer.model.get_base_model().forward.__func__.__module__ == "companion.rewards.response_head"
     inputs = next(iter(trainer.get_train_dataloader()))
     loss = trainer.compute_loss(trainer.model, inputs)  # policy == reference before training: zero margins
     assert loss.item() == pytest.approx(torch.nn.functional.softplus(torch.tensor(0.0)).item(), abs=1e-5)

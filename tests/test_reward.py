@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
+from tiny import tiny_causal_lm, tiny_tokenizer
 from transformers import AutoModelForSequenceClassification
 
-from companion import reward
-from companion.data import read_preference_file
-from companion.errors import UserError
-from companion.preferences import SHIFTS, BuildSettings, own_file_sets, evaluation_sets, training_pairs
-from tiny import tiny_causal_lm, tiny_tokenizer
+from companion.core.errors import UserError
+from companion.core.preference_files import read_preference_file
+from companion.rewards import scoring, training
+from companion.rewards.preferences import SHIFTS, BuildSettings, evaluation_sets, own_file_sets, training_pairs
 
 PAIRS = [
     {"prompt": "the cat sat", "chosen": " on the mat", "rejected": " a dull film"},
@@ -23,7 +23,7 @@ PAIRS = [
     {"prompt": "In the beginning", "chosen": " God created the earth.", "rejected": " the chat est"},
     {"prompt": "le chat", "chosen": " est sur le tapis", "rejected": " sat on"},
 ] * 2
-SETTINGS = reward.TrainSettings(model="unused", beta=0.5, lora_r=4, lora_alpha=8, max_length=32, steps=2,
+SETTINGS = training.TrainSettings(model="unused", beta=0.5, lora_r=4, lora_alpha=8, max_length=32, steps=2,
                                 batch_size=4, learning_rate=5e-2, seed=0)
 
 
@@ -50,7 +50,7 @@ def direct_logp(model, ids: list[int], n_prompt: int) -> float:
 
 def test_tokenize_pair_splits_prompt_and_response(tokenizer):
     for pair in PAIRS:
-        tokens = reward.tokenize_pair(tokenizer, pair)
+        tokens = scoring.tokenize_pair(tokenizer, pair)
         for key in ("chosen", "rejected"):
             assert tokens["prompt_ids"] + tokens[f"{key}_ids"] == tokenizer(pair["prompt"] + pair[key] + "<eos>")["input_ids"]
             assert tokens[f"{key}_ids"][-1] == tokenizer.eos_token_id
@@ -58,11 +58,11 @@ def test_tokenize_pair_splits_prompt_and_response(tokenizer):
 
 def test_implicit_reward_matches_direct_computation(lora_policy, tokenizer):
     beta = 0.3
-    policy = reward.pair_logps(lora_policy, tokenizer, PAIRS, max_length=64, batch_size=3)
-    ref = reward.reference_logps(lora_policy, tokenizer, PAIRS, max_length=64, batch_size=5)
-    got = reward.implicit_rewards(policy, ref, beta)
+    policy = scoring.pair_logps(lora_policy, tokenizer, PAIRS, max_length=64, batch_size=3)
+    ref = scoring.reference_logps(lora_policy, tokenizer, PAIRS, max_length=64, batch_size=5)
+    got = scoring.implicit_rewards(policy, ref, beta)
     for row, pair in enumerate(PAIRS):
-        tokens = reward.tokenize_pair(tokenizer, pair)
+        tokens = scoring.tokenize_pair(tokenizer, pair)
         n_prompt = len(tokens["prompt_ids"])
         for col, key in enumerate(("chosen", "rejected")):
             ids = tokens["prompt_ids"] + tokens[f"{key}_ids"]
@@ -76,9 +76,9 @@ def test_implicit_reward_matches_direct_computation(lora_policy, tokenizer):
 def test_prompt_tokens_are_masked(lora_policy, tokenizer):
     prompt, response = tokenizer("the cat sat")["input_ids"], tokenizer(" on the mat")["input_ids"]
     other_prompt = tokenizer("a dull film, I hated it and")["input_ids"]
-    batch = reward.completion_batch([(prompt, response), (other_prompt, response), (prompt + response, [])], 0, 64)
+    batch = scoring.completion_batch([(prompt, response), (other_prompt, response), (prompt + response, [])], 0, 64)
     assert batch["completion_mask"].sum(dim=1).tolist() == [len(response), len(response), 0]
-    values = reward.response_logps(lora_policy, batch)
+    values = scoring.response_logps(lora_policy, batch)
     assert values[2] == 0.0  # only prompt tokens: nothing counted
     assert values[0] == pytest.approx(direct_logp(lora_policy, prompt + response, len(prompt)), abs=1e-4)
     assert values[0] != pytest.approx(float(direct_logp(lora_policy, prompt + response, 1)), abs=1e-3)
@@ -86,19 +86,19 @@ def test_prompt_tokens_are_masked(lora_policy, tokenizer):
 
 def test_dporm_accuracy_equals_trl_rewards_accuracies(tokenizer, tmp_path):
     eval_pairs = PAIRS[:8]
-    trainer = reward.dpo_trainer(tiny_causal_lm("llama"), tokenizer, PAIRS, SETTINGS, tmp_path, eval_pairs=eval_pairs)
+    trainer = training.dpo_trainer(tiny_causal_lm("llama"), tokenizer, PAIRS, SETTINGS, tmp_path, eval_pairs=eval_pairs)
     trainer.train()
     metrics = trainer.evaluate()
     policy = trainer.model.eval()
-    ours = reward.implicit_rewards(
-        reward.pair_logps(policy, tokenizer, eval_pairs, SETTINGS.max_length),
-        reward.reference_logps(policy, tokenizer, eval_pairs, SETTINGS.max_length), SETTINGS.beta)
-    assert reward.correct(ours).mean() == pytest.approx(metrics["eval_rewards/accuracies"])
+    ours = scoring.implicit_rewards(
+        scoring.pair_logps(policy, tokenizer, eval_pairs, SETTINGS.max_length),
+        scoring.reference_logps(policy, tokenizer, eval_pairs, SETTINGS.max_length), SETTINGS.beta)
+    assert scoring.correct(ours).mean() == pytest.approx(metrics["eval_rewards/accuracies"])
     assert ours[:, 0].mean() == pytest.approx(metrics["eval_rewards/chosen"], abs=1e-4)
 
 
 def test_correct_needs_chosen_strictly_above_rejected():
-    assert reward.correct(np.array([[1.0, 0.0], [0.0, 0.0], [-1.0, 2.0]])).tolist() == [1.0, 0.0, 0.0]
+    assert scoring.correct(np.array([[1.0, 0.0], [0.0, 0.0], [-1.0, 2.0]])).tolist() == [1.0, 0.0, 0.0]
 
 
 @pytest.fixture()
@@ -111,33 +111,33 @@ def tiny_folder(tmp_path, tokenizer) -> Path:
 
 
 def test_trained_models_are_cached_and_reloaded(tiny_folder, tmp_path, monkeypatch):
-    settings = reward.TrainSettings(**{**SETTINGS.__dict__, "model": str(tiny_folder)})
+    settings = training.TrainSettings(**{**SETTINGS.__dict__, "model": str(tiny_folder)})
     cache = tmp_path / "cache"
-    first = reward.trained_models(settings, PAIRS, cache=cache)
-    scores = reward.explicit_rewards(first.rm, first.tokenizer, PAIRS, settings.max_length)
-    assert reward.train_curve(first.dpo_log, "rewards/accuracies") and reward.train_curve(first.rm_log, "accuracy")
+    first = training.trained_models(settings, PAIRS, cache=cache)
+    scores = scoring.explicit_rewards(first.rm, first.tokenizer, PAIRS, settings.max_length)
+    assert training.train_curve(first.dpo_log, "rewards/accuracies") and training.train_curve(first.rm_log, "accuracy")
 
     def no_training(*args):
         raise AssertionError("should have been loaded from the cache")
 
-    monkeypatch.setattr(reward, "_train_into", no_training)
-    again = reward.trained_models(settings, PAIRS, cache=cache)
-    np.testing.assert_allclose(reward.explicit_rewards(again.rm, again.tokenizer, PAIRS, settings.max_length), scores,
+    monkeypatch.setattr(training, "_train_into", no_training)
+    again = training.trained_models(settings, PAIRS, cache=cache)
+    np.testing.assert_allclose(scoring.explicit_rewards(again.rm, again.tokenizer, PAIRS, settings.max_length), scores,
                                atol=1e-5)
     assert first.folder == again.folder and not list(first.folder.parent.glob(".*"))  # no staging left behind
 
     monkeypatch.undo()
     (first.folder / "rm" / "adapter_model.safetensors").write_bytes(b"corrupt")
-    rebuilt = reward.trained_models(settings, PAIRS, cache=cache)
-    np.testing.assert_allclose(reward.explicit_rewards(rebuilt.rm, rebuilt.tokenizer, PAIRS, settings.max_length),
+    rebuilt = training.trained_models(settings, PAIRS, cache=cache)
+    np.testing.assert_allclose(scoring.explicit_rewards(rebuilt.rm, rebuilt.tokenizer, PAIRS, settings.max_length),
                                scores, atol=1e-5)  # same seed, same data: the rebuilt model scores the same
 
 
 def test_cache_key_changes_with_every_setting():
-    base = reward.cache_key(SETTINGS, PAIRS)
-    assert reward.cache_key(reward.TrainSettings(**{**SETTINGS.__dict__, "beta": 0.2}), PAIRS) != base
-    assert reward.cache_key(reward.TrainSettings(**{**SETTINGS.__dict__, "seed": 1}), PAIRS) != base
-    assert reward.cache_key(SETTINGS, PAIRS[:-1]) != base
+    base = training.models_key(SETTINGS, PAIRS)
+    assert training.models_key(training.TrainSettings(**{**SETTINGS.__dict__, "beta": 0.2}), PAIRS) != base
+    assert training.models_key(training.TrainSettings(**{**SETTINGS.__dict__, "seed": 1}), PAIRS) != base
+    assert training.models_key(SETTINGS, PAIRS[:-1]) != base
 
 
 def test_explicit_reward_reads_the_last_real_token(tokenizer):
@@ -145,8 +145,8 @@ def test_explicit_reward_reads_the_last_real_token(tokenizer):
     config.num_labels = 1
     model = AutoModelForSequenceClassification.from_config(config).eval()
     model.config.pad_token_id = tokenizer.pad_token_id
-    batched = reward.explicit_rewards(model, tokenizer, PAIRS, 64, batch_size=8)
-    single = reward.explicit_rewards(model, tokenizer, PAIRS[:1], 64, batch_size=1)
+    batched = scoring.explicit_rewards(model, tokenizer, PAIRS, 64, batch_size=8)
+    single = scoring.explicit_rewards(model, tokenizer, PAIRS[:1], 64, batch_size=1)
     np.testing.assert_allclose(batched[:1], single, atol=1e-5)  # right padding does not change a score
 
 

@@ -6,9 +6,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from companion import cli, profiles
-from companion.errors import UserError
-from companion.runner import Project, run
+from companion.core.errors import UserError
+from companion.publish import cli, profiles
+from companion.publish.project import Project
+from companion.publish.runner import run
 
 FIGURE = (
     "import os, pathlib\n"

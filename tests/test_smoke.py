@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from companion.book import build
-from companion.runner import Project
+from companion.publish.book import build
+from companion.publish.project import Project
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.smoke

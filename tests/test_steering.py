@@ -7,10 +7,11 @@ import pandas as pd
 import pytest
 import torch
 from sklearn.metrics import average_precision_score
-
-from companion import steering
-from companion.errors import UserError
 from tiny import ARCHITECTURES, CORPUS, tiny_causal_lm, tiny_tokenizer
+
+from companion.core import cache
+from companion.core.errors import UserError
+from companion.steering import average_precision, expertise, generation, interventions, recording
 
 WIDTH = {"gemma3_text": 48, "llama": 48, "qwen2": 48, "bloom": 128, "gpt2": 128}
 LANGS = ["en", "fr", "de", "es", "ru", "en", "en", "en"]  # the language of each CORPUS sentence
@@ -31,7 +32,7 @@ def test_average_precision_equals_sklearn_on_random_scores():
     rng = np.random.default_rng(0)
     scores = rng.normal(size=(300, 40)).astype(np.float32)
     labels = rng.random((300, 3)) < [0.2, 0.5, 0.05]
-    np.testing.assert_allclose(steering.average_precision(scores, labels, chunk=16), sklearn_ap(scores, labels), atol=1e-6)
+    np.testing.assert_allclose(average_precision.average_precision(scores, labels, chunk=16), sklearn_ap(scores, labels), atol=1e-6)
 
 
 def test_average_precision_equals_sklearn_with_ties():
@@ -39,7 +40,7 @@ def test_average_precision_equals_sklearn_with_ties():
     scores = rng.integers(0, 4, size=(200, 30)).astype(np.float32)  # heavy ties
     scores[:, 0] = 1.0  # a constant unit: AP is the positive rate
     labels = rng.random((200, 2)) < 0.3
-    ours = steering.average_precision(scores, labels)
+    ours = average_precision.average_precision(scores, labels)
     np.testing.assert_allclose(ours, sklearn_ap(scores, labels), atol=1e-6)
     np.testing.assert_allclose(ours[:, 0], labels.mean(axis=0), atol=1e-9)
 
@@ -50,7 +51,7 @@ def test_average_precision_one_label_per_row_equals_sklearn():
     scores[:, :5] = rng.integers(-2, 3, size=(240, 5))  # tied units take the exact path
     scores[:8, 5], scores[8:16, 5] = -0.0, 0.0  # signed zeros are ties too
     labels = np.eye(4, dtype=bool)[rng.integers(0, 4, size=240)]
-    ours = steering.average_precision(scores, labels, chunk=16)
+    ours = average_precision.average_precision(scores, labels, chunk=16)
     np.testing.assert_allclose(ours, sklearn_ap(scores, labels), atol=1e-9)
 
 
@@ -59,7 +60,7 @@ def test_average_precision_of_float64_scores_equals_sklearn():
     scores = rng.normal(size=(150, 20))
     scores[:, :4] = rng.integers(0, 3, size=(150, 4))  # ties
     labels = rng.random((150, 3)) < [0.3, 0.5, 0.1]
-    np.testing.assert_allclose(steering.average_precision(scores, labels), sklearn_ap(scores, labels), atol=1e-9)
+    np.testing.assert_allclose(average_precision.average_precision(scores, labels), sklearn_ap(scores, labels), atol=1e-9)
 
 
 def no_hooks(model: torch.nn.Module) -> bool:
@@ -77,15 +78,15 @@ def some_experts(table: pd.DataFrame, layer: int, index: list[int]) -> pd.DataFr
 @pytest.fixture(scope="module")
 def llama_table(tokenizer):
     model = tiny_causal_lm("llama")
-    acts, units = steering.record_activations(model, tokenizer, CORPUS, batch_size=3)
-    return model, acts, steering.expertise_table(acts, units, LANGS)
+    acts, units = recording.record_activations(model, tokenizer, CORPUS, batch_size=3)
+    return model, acts, expertise.expertise_table(acts, units, LANGS)
 
 
 def test_hooks_removed_when_the_body_raises(llama_table):
     model, _, table = llama_table
     experts = some_experts(table, 1, [0, 1])
     with pytest.raises(RuntimeError, match="boom"):
-        with steering.intervene(model, experts) as names:
+        with interventions.intervene(model, experts) as names:
             assert names == ["model.layers.1.mlp.down_proj.hook_in"]
             assert not no_hooks(model)
             raise RuntimeError("boom")
@@ -96,7 +97,7 @@ def test_hooks_removed_when_a_module_is_unknown(llama_table):
     model, _, table = llama_table
     experts = pd.concat([some_experts(table, 0, [0]), some_experts(table, 1, [0]).assign(module="no.such")])
     with pytest.raises(KeyError):
-        with steering.intervene(model, experts):
+        with interventions.intervene(model, experts):
             pass
     assert no_hooks(model)
 
@@ -104,10 +105,10 @@ def test_hooks_removed_when_a_module_is_unknown(llama_table):
 @pytest.mark.parametrize("pooling", ["mean", "max"])
 def test_intervention_changes_exactly_the_chosen_units(llama_table, tokenizer, pooling):
     model, _, table = llama_table
-    before, units = steering.record_activations(model, tokenizer, CORPUS, pooling=pooling)
+    before, units = recording.record_activations(model, tokenizer, CORPUS, pooling=pooling)
     experts = some_experts(table, 1, [2, 5, 7])
-    with steering.intervene(model, experts):
-        after, _ = steering.record_activations(model, tokenizer, CORPUS, pooling=pooling)
+    with interventions.intervene(model, experts):
+        after, _ = recording.record_activations(model, tokenizer, CORPUS, pooling=pooling)
     chosen = units["unit"].isin(experts["unit"]).to_numpy()
     shallow = (units["layer"] <= 1).to_numpy()
     np.testing.assert_allclose(after[:, chosen], np.tile(experts["on_p50"].to_numpy(), (len(CORPUS), 1)), rtol=1e-6)
@@ -119,9 +120,9 @@ def test_intervention_changes_exactly_the_chosen_units(llama_table, tokenizer, p
 def test_intervention_at_last_position_only(llama_table, tokenizer):
     model, _, table = llama_table
     experts = some_experts(table, 0, [3])
-    with steering.intervene(model, experts, positions="last"):
-        mean_after, units = steering.record_activations(model, tokenizer, CORPUS[:1], pooling="mean")
-        last_after, _ = steering.record_activations(model, tokenizer, CORPUS[:1], pooling="last")
+    with interventions.intervene(model, experts, positions="last"):
+        mean_after, units = recording.record_activations(model, tokenizer, CORPUS[:1], pooling="mean")
+        last_after, _ = recording.record_activations(model, tokenizer, CORPUS[:1], pooling="last")
     unit = units["unit"].isin(experts["unit"]).to_numpy()
     assert last_after[0, unit][0] == pytest.approx(7.0)
     assert mean_after[0, unit][0] != pytest.approx(7.0)
@@ -130,39 +131,39 @@ def test_intervention_at_last_position_only(llama_table, tokenizer):
 @pytest.mark.parametrize("arch", list(ARCHITECTURES))
 def test_every_architecture_records_ranks_and_forces(arch, tokenizer):
     model = tiny_causal_lm(arch)
-    acts, units = steering.record_activations(model, tokenizer, CORPUS, batch_size=4)
+    acts, units = recording.record_activations(model, tokenizer, CORPUS, batch_size=4)
     assert acts.shape == (len(CORPUS), 3 * WIDTH[arch]) and np.isfinite(acts).all()
     assert sorted(units["layer"].unique()) == [0, 1, 2]
-    table = steering.expertise_table(acts, units, LANGS)
+    table = expertise.expertise_table(acts, units, LANGS)
     assert len(table) == 5 * acts.shape[1] and table["ap"].between(0, 1).all()
-    experts = steering.select_experts(table, "fr", 4)
-    with steering.intervene(model, experts):
-        forced, _ = steering.record_activations(model, tokenizer, CORPUS[:2])
+    experts = expertise.select_experts(table, "fr", 4)
+    with interventions.intervene(model, experts):
+        forced, _ = recording.record_activations(model, tokenizer, CORPUS[:2])
     np.testing.assert_allclose(forced[:, experts["unit"].to_numpy()][0], experts["on_p50"].to_numpy(), rtol=1e-5)
     assert no_hooks(model)
 
 
 def test_user_pattern_selects_other_units_and_bad_pattern_is_a_user_error(tokenizer):
     model = tiny_causal_lm("llama")
-    acts, units = steering.record_activations(model, tokenizer, CORPUS[:3], pattern=r"self_attn\.o_proj$")
+    acts, units = recording.record_activations(model, tokenizer, CORPUS[:3], pattern=r"self_attn\.o_proj$")
     assert acts.shape == (3, 3 * 32) and units["module"].str.endswith("o_proj").all()
     with pytest.raises(UserError, match="unit pattern"):
-        steering.unit_modules(model, r"no_such_module$")
+        recording.unit_modules(model, r"no_such_module$")
 
 
 def test_selection_top_bottom_random_and_controls(llama_table):
     _, _, table = llama_table
     en = table[table["language"] == "en"].sort_values("ap")
-    top = steering.select_experts(table, "en", 6)
+    top = expertise.select_experts(table, "en", 6)
     assert sorted(top["ap"]) == sorted(en.tail(6)["ap"])  # compared by AP: tied units may swap
-    both = steering.select_experts(table, "en", 6, "top_bottom")
+    both = expertise.select_experts(table, "en", 6, "top_bottom")
     assert sorted(both["ap"]) == sorted([*en.head(3)["ap"], *en.tail(3)["ap"]])
-    r1, r2 = (steering.select_experts(table, "en", 6, "random", seed=3) for _ in range(2))
+    r1, r2 = (expertise.select_experts(table, "en", 6, "random", seed=3) for _ in range(2))
     assert list(r1["unit"]) == list(r2["unit"]) and len(set(r1["unit"])) == 6
-    assert steering.choose(table, "en", 6, "random-median", seed=3)[1] == "all_p50"
-    assert steering.choose(table, "en", 6, "experts", seed=3)[1] == "on_p50"
+    assert expertise.choose(table, "en", 6, "random-median", seed=3)[1] == "all_p50"
+    assert expertise.choose(table, "en", 6, "experts", seed=3)[1] == "on_p50"
     with pytest.raises(UserError):
-        steering.select_experts(table, "en", 10**6)
+        expertise.select_experts(table, "en", 10**6)
 
 
 def test_expertise_table_statistics_and_round_trip(llama_table, tmp_path):
@@ -171,8 +172,8 @@ def test_expertise_table_statistics_and_round_trip(llama_table, tmp_path):
     is_fr = np.array(LANGS) == "fr"
     np.testing.assert_allclose(fr["on_p50"], np.median(acts[is_fr], axis=0))
     np.testing.assert_allclose(fr["off_mean"], acts[~is_fr].mean(axis=0), rtol=1e-6)
-    path = steering.save_table(table, tmp_path / "t.parquet")
-    pd.testing.assert_frame_equal(steering.load_table(path), table)
+    path = expertise.save_table(table, tmp_path / "t.parquet")
+    pd.testing.assert_frame_equal(expertise.load_table(path), table)
     assert [p.name for p in tmp_path.iterdir()] == ["t.parquet"]  # no temporary file left behind
 
 
@@ -184,16 +185,16 @@ def test_corrupt_cache_is_rebuilt(llama_table, tmp_path):
         calls.append(1)
         return table
 
-    key = steering.cache_key(model="tiny", languages=["en", "fr"], n=8)
-    first = steering.cached_table(key, build, root=tmp_path)
-    again = steering.cached_table(key, build, root=tmp_path)
+    key = cache.cache_key(model="tiny", languages=["en", "fr"], n=8)
+    first = expertise.cached_table(key, build, root=tmp_path)
+    again = expertise.cached_table(key, build, root=tmp_path)
     assert len(calls) == 1
     pd.testing.assert_frame_equal(first, again)
     (tmp_path / "experts" / f"{key}.parquet").write_bytes(b"not a parquet file")
-    rebuilt = steering.cached_table(key, build, root=tmp_path)
+    rebuilt = expertise.cached_table(key, build, root=tmp_path)
     assert len(calls) == 2
     pd.testing.assert_frame_equal(rebuilt, table)
-    assert steering.cache_key(model="tiny", languages=["en", "de"], n=8) != key
+    assert cache.cache_key(model="tiny", languages=["en", "de"], n=8) != key
 
 
 def test_perplexity_matches_the_model_loss_and_ignores_padding(tokenizer):
@@ -201,22 +202,22 @@ def test_perplexity_matches_the_model_loss_and_ignores_padding(tokenizer):
     batch = tokenizer(CORPUS[:1], return_tensors="pt")
     with torch.no_grad():
         loss = model(**batch, labels=batch["input_ids"]).loss
-    assert steering.perplexity(model, tokenizer, CORPUS[:1]) == pytest.approx(float(torch.exp(loss)), rel=1e-5)
-    together = steering.perplexity(model, tokenizer, CORPUS, batch_size=8)
-    one_by_one = steering.perplexity(model, tokenizer, CORPUS, batch_size=1)
+    assert generation.perplexity(model, tokenizer, CORPUS[:1]) == pytest.approx(float(torch.exp(loss)), rel=1e-5)
+    together = generation.perplexity(model, tokenizer, CORPUS, batch_size=8)
+    one_by_one = generation.perplexity(model, tokenizer, CORPUS, batch_size=1)
     assert together == pytest.approx(one_by_one, rel=1e-5)
 
 
 def test_steered_generation_reports_languages_and_leaves_no_hooks(llama_table, tokenizer):
     model, _, table = llama_table
-    run = steering.steered_generation(model, tokenizer, table, "fr", 4, "random-median", CORPUS[:2], CORPUS[1:3],
-                                      steering.language_identifier(), seed=0, max_new_tokens=3)
+    run = generation.steered_generation(model, tokenizer, table, "fr", 4, "random-median", CORPUS[:2], CORPUS[1:3],
+                                      generation.language_identifier(), seed=0, max_new_tokens=3)
     assert len(run["continuations"]) == 2 and len(run["in_target"]) == 2 and run["perplexity"] > 1
     assert no_hooks(model)
 
 
 def test_language_identifier_names_clear_sentences():
-    identifier = steering.language_identifier()
-    found = steering.identified_languages(["The cat is sleeping on the warm mat.", "Le chat dort sur le tapis.", " "],
+    identifier = generation.language_identifier()
+    found = generation.identified_languages(["The cat is sleeping on the warm mat.", "Le chat dort sur le tapis.", " "],
                                           identifier)
     assert found == ["en", "fr", ""]

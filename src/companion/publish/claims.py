@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 VERDICT_RULE = (
     "**Reproduced**: the interval of our estimate reaches the paper's number (or the estimate exceeds it); for a "
@@ -61,7 +62,8 @@ def _best_ratio(metrics: dict[str, Any]) -> list[Measured]:
     record = best["record"]
     low = record["ci_post"][0] / record["ci_pre"][1] if record["ci_pre"][1] > 0 else float("inf")
     high = record["ci_post"][1] / record["ci_pre"][0] if record["ci_pre"][0] > 0 else float("inf")
-    where = f"{record['src']}→{record['tgt']}, layer {record['layer']}, k={record['k']}, top-1 {record['top1_pre']:.3f}→{record['top1_post']:.3f}"
+    where = (f"{record['src']}→{record['tgt']}, layer {record['layer']}, k={record['k']}, "
+             f"top-1 {record['top1_pre']:.3f}→{record['top1_post']:.3f}")
     controls = "; ".join(f"{name}: {b['ratio']:.3g}" for name, b in metrics.get("best_ratio_controls", {}).items()
                          if b.get("ratio") is not None)
     return [Measured(best["ratio"], low, high, f"largest ratio over pairs, layers and k ({where}); interval from the "

@@ -7,14 +7,13 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
-
 from transformers import AutoTokenizer
 
-from companion.errors import UserError
-from companion.preferences import BuildSettings, Pair, PreferenceSet, experiment_sets
-from companion.reward import (TrainSettings, backbone_folder, correct, keep_fitting, reference_logps, score_models,
-                              trained_models)
-from companion.stats import bootstrap_ci
+from companion.core.errors import UserError
+from companion.core.stats import bootstrap_ci
+from companion.rewards.preferences import BuildSettings, Pair, PreferenceSet, experiment_sets
+from companion.rewards.scoring import correct, keep_fitting, reference_logps, score_models
+from companion.rewards.training import TrainSettings, backbone_folder, trained_models
 
 MODELS = ("dporm", "exrm")
 PAPER_CLAIM = {"gap_mean_ood": 0.03, "gap_max_ood": 0.07, "n_ood_settings": 5,

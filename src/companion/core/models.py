@@ -5,20 +5,21 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
-import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
-from transformers.utils import logging as hf_logging
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
 
-from companion.errors import UserError
-from companion.files import sha256_file, staged_folder
+from companion.core.cache import cache_root
+from companion.core.errors import UserError
+from companion.core.files import sha256_file, staged_folder
 
 MARKER = "companion-complete.json"
+
 
 
 @dataclass(frozen=True)
@@ -56,13 +57,6 @@ EMBEDDED: dict[str, EmbeddedModel] = {
 }
 
 
-def cache_root() -> Path:
-    """The companion's cache folder: $COMPANION_CACHE, else the user's cache directory."""
-    env = os.environ.get("COMPANION_CACHE")
-    base = Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "companion"
-    base.mkdir(parents=True, exist_ok=True)
-    return base
-
 
 def _gguf_path(spec: EmbeddedModel, workdir: Path) -> Path:
     """Locate (or assemble into workdir) the GGUF file an embedded package ships."""
@@ -79,6 +73,7 @@ def _gguf_path(spec: EmbeddedModel, workdir: Path) -> Path:
     return Path(assemble(workdir / "model.gguf"))
 
 
+
 def _is_complete(folder: Path, spec: EmbeddedModel) -> bool:
     """True when a cache folder was fully written for this model and its files match the marker."""
     marker = folder / MARKER
@@ -92,6 +87,7 @@ def _is_complete(folder: Path, spec: EmbeddedModel) -> bool:
         return all(sha256_file(folder / name) == digest for name, digest in files.items())
     except (OSError, ValueError, KeyError, TypeError):
         return False
+
 
 
 def _convert_gguf(spec: EmbeddedModel, staging: Path) -> tuple[Path, str]:
@@ -114,6 +110,7 @@ def _convert_gguf(spec: EmbeddedModel, staging: Path) -> tuple[Path, str]:
     return out, digest
 
 
+
 def _build_cache(spec: EmbeddedModel, folder: Path) -> None:
     """Convert once into folder, atomically: a marker lists every file's sha256, then one rename."""
     with staged_folder(folder) as staging:
@@ -125,6 +122,7 @@ def _build_cache(spec: EmbeddedModel, folder: Path) -> None:
         shutil.rmtree(staging / "work")
 
 
+
 def embedded_cache_dir(name: str) -> Path:
     """The safetensors folder of an embedded model, built (or rebuilt when corrupt) on first use."""
     spec = EMBEDDED[name]
@@ -132,6 +130,7 @@ def embedded_cache_dir(name: str) -> Path:
     if not _is_complete(folder, spec):
         _build_cache(spec, folder)
     return folder
+
 
 
 def _load_hub(name: str, dtype: torch.dtype, device_map: str | None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -145,6 +144,7 @@ def _load_hub(name: str, dtype: torch.dtype, device_map: str | None) -> tuple[Pr
             f"use an embedded model ({', '.join(EMBEDDED)}) or run where the hub is reachable"
         ) from exc
     return model, tokenizer
+
 
 
 def load_causal_lm(
@@ -169,6 +169,7 @@ def load_causal_lm(
     return model, tokenizer
 
 
+
 def model_identity(name: str) -> dict[str, str]:
     """What identifies a model for provenance and cache hashes: name, source and checksum or revision."""
     if name in EMBEDDED:
@@ -181,6 +182,7 @@ def model_identity(name: str) -> dict[str, str]:
             ver = "not installed"
         return {"name": name, "source": f"{spec.package}=={ver}", "sha256": spec.sha256, "licence": spec.licence}
     return {"name": name, "source": "huggingface-hub" if not Path(name).exists() else str(Path(name).resolve())}
+
 
 
 def describe(name: str) -> dict[str, object]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from companion.errors import UserError
+from companion.core.errors import UserError
 
 
 def toc_files(toc: Path) -> list[str]:
@@ -52,7 +52,7 @@ def bench_page(results_dir: Path) -> str:
 
 def write_generated_pages(generated: Path) -> None:
     """Write the pages computed from results files (claims, benchmarks) before the book is rendered."""
-    from companion.claims import render
+    from companion.publish.claims import render
 
     results = generated / "results"
     (generated / "claims.md").parent.mkdir(parents=True, exist_ok=True)

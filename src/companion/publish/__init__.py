@@ -1,0 +1,1 @@
+"""The publishing pipeline: profiles, the notebook runner, results files, the claims page, the book and the CLI."""

@@ -1,0 +1,143 @@
+"""Score preference pairs with both reward models.
+
+DPORM: r(x, y) = beta * (log pi(y|x) - log pi_ref(y|x)), summed over the response tokens only. EXRM: the scalar
+head's output on prompt + response + EOS. A pair is ranked correctly when the chosen response scores higher."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from peft import PeftModel
+from tqdm import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from companion.rewards.preferences import Pair
+from companion.rewards.training import RewardModels
+
+
+def common_prefix_length(a: list[int], b: list[int]) -> int:
+    """Number of leading tokens two id lists share."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+
+def tokenize_pair(tokenizer: PreTrainedTokenizerBase, pair: Pair) -> dict[str, list[int]]:
+    """Prompt, chosen and rejected ids split as TRL's DPOTrainer does (EOS appended, shared prompt prefix)."""
+    eos = tokenizer.eos_token
+    prompt = tokenizer(pair["prompt"])["input_ids"]
+    full = {key: tokenizer(pair["prompt"] + pair[key] + eos)["input_ids"] for key in ("chosen", "rejected")}
+    cut = min(common_prefix_length(prompt, ids) for ids in full.values())
+    return {"prompt_ids": prompt[:cut], **{f"{key}_ids": ids[cut:] for key, ids in full.items()}}
+
+
+
+def completion_batch(items: list[tuple[list[int], list[int]]], pad_id: int, max_length: int) -> dict[str, torch.Tensor]:
+    """Right-padded ids, attention mask and completion mask (1 on response tokens) of (prompt, response) items."""
+    seqs = [(p + c)[:max_length] for p, c in items]
+    masks = [([0] * len(p) + [1] * len(c))[:max_length] for p, c in items]
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(seqs), width), dtype=torch.long)
+    completion = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, (seq, mask) in enumerate(zip(seqs, masks)):
+        ids[row, : len(seq)] = torch.tensor(seq)
+        attention[row, : len(seq)] = 1
+        completion[row, : len(seq)] = torch.tensor(mask)
+    return {"input_ids": ids, "attention_mask": attention, "completion_mask": completion}
+
+
+
+def sequence_lengths(tokenizer: PreTrainedTokenizerBase, pairs: list[Pair]) -> np.ndarray:
+    """(n, 2) token counts of prompt + chosen and prompt + rejected, as both trainers see them."""
+    tokens = [tokenize_pair(tokenizer, pair) for pair in pairs]
+    return np.array([[len(t["prompt_ids"]) + len(t[f"{key}_ids"]) for key in ("chosen", "rejected")] for t in tokens])
+
+
+
+def keep_fitting(pairs: list[Pair], tokenizer: PreTrainedTokenizerBase, max_length: int) -> list[Pair]:
+    """The pairs whose both sequences fit max_length (DPOTrainer would truncate them, RewardTrainer drop them)."""
+    if not pairs:
+        return []
+    fits = (sequence_lengths(tokenizer, pairs) <= max_length).all(axis=1)
+    return [pair for pair, ok in zip(pairs, fits) if ok]
+
+
+
+@torch.no_grad()
+def response_logps(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Sum of log p(token | prefix) over response tokens only (prompt and padding masked out)."""
+    device = next(model.parameters()).device
+    logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
+    logits = logits[:, :-1].float()
+    targets = batch["input_ids"][:, 1:].to(device)
+    token_logps = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+    return (token_logps * batch["completion_mask"][:, 1:].to(device)).sum(dim=1).cpu()
+
+
+
+def _batches(n: int, batch_size: int, desc: str) -> list[range]:
+    """Index ranges of consecutive batches, wrapped in a tqdm progress bar."""
+    return tqdm([range(i, min(i + batch_size, n)) for i in range(0, n, batch_size)], desc=desc, leave=False)
+
+
+
+def pair_logps(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs: list[Pair], max_length: int,
+               batch_size: int = 16, desc: str = "log-probs") -> np.ndarray:
+    """(n, 2) array of summed response log-probs for (chosen, rejected) of each pair."""
+    tokens = [tokenize_pair(tokenizer, pair) for pair in pairs]
+    out = np.zeros((len(pairs), 2))
+    for idx in _batches(len(pairs), batch_size, desc):
+        items = [(tokens[i]["prompt_ids"], tokens[i][f"{key}_ids"]) for key in ("chosen", "rejected") for i in idx]
+        values = response_logps(model, completion_batch(items, tokenizer.pad_token_id, max_length)).numpy()
+        out[list(idx)] = values.reshape(2, -1).T
+    return out
+
+
+
+def reference_logps(policy: PeftModel, tokenizer: PreTrainedTokenizerBase, pairs: list[Pair], max_length: int,
+                    batch_size: int = 16) -> np.ndarray:
+    """Reference log-probs: the LoRA policy with its adapters disabled."""
+    with policy.disable_adapter():
+        return pair_logps(policy, tokenizer, pairs, max_length, batch_size, desc="reference log-probs")
+
+
+
+def implicit_rewards(policy_logps: np.ndarray, ref_logps: np.ndarray, beta: float) -> np.ndarray:
+    """DPORM: beta * (log pi(y|x) - log pi_ref(y|x)), elementwise on (n, 2) arrays."""
+    return beta * (policy_logps - ref_logps)
+
+
+
+@torch.no_grad()
+def explicit_rewards(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs: list[Pair], max_length: int,
+                     batch_size: int = 16) -> np.ndarray:
+    """EXRM: (n, 2) scalar head outputs on prompt + response + EOS, tokenised as RewardTrainer does."""
+    device = next(model.parameters()).device
+    out = np.zeros((len(pairs), 2))
+    for idx in _batches(len(pairs), batch_size, "explicit rewards"):
+        items = [([], tokenizer(pairs[i]["prompt"] + pairs[i][key] + tokenizer.eos_token)["input_ids"])
+                 for key in ("chosen", "rejected") for i in idx]
+        batch = completion_batch(items, tokenizer.pad_token_id, max_length)
+        scores = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
+        out[list(idx)] = scores.logits[:, 0].float().cpu().numpy().reshape(2, -1).T
+    return out
+
+
+
+def correct(rewards: np.ndarray) -> np.ndarray:
+    """1.0 where the chosen response scores strictly above the rejected one, else 0.0."""
+    return (rewards[:, 0] > rewards[:, 1]).astype(np.float64)
+
+
+
+def score_models(models: RewardModels, pairs: list[Pair], ref: np.ndarray, beta: float, max_length: int,
+                 batch_size: int = 16) -> dict[str, np.ndarray]:
+    """Per-pair rewards of DPORM (given the reference log-probs) and EXRM on one set of pairs."""
+    policy = pair_logps(models.policy, models.tokenizer, pairs, max_length, batch_size, desc="policy log-probs")
+    return {"dporm": implicit_rewards(policy, ref, beta),
+            "exrm": explicit_rewards(models.rm, models.tokenizer, pairs, max_length, batch_size)}

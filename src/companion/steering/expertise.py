@@ -1,0 +1,156 @@
+"""The expertise table and expert selection.
+
+The table (one row per language and unit: module, layer, index, ap, on_p50, off_p50, off_mean, all_p50) is the
+seam between finding experts and forcing them; it is cached as parquet under the companion cache."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from companion.core.cache import cache_key, cache_root
+from companion.core.corpora import parallel_corpus
+from companion.core.errors import UserError
+from companion.core.files import sha256_file, staged_file
+from companion.core.models import model_identity
+from companion.steering.average_precision import average_precision
+from companion.steering.recording import DEFAULT_UNITS, record_activations, stacked
+
+SELECTIONS = ("top", "top_bottom", "random")
+
+
+# What each named selection forces: (how units are chosen, which statistic they are forced to).
+CONTROLS = {"random-target": ("random", "on_p50"), "random-median": ("random", "all_p50")}
+
+
+TABLE_VERSION = 1
+
+
+
+def expertise_table(activations: np.ndarray, units: pd.DataFrame, row_languages: Sequence[str]) -> pd.DataFrame:
+    """One row per (language, unit): one-vs-rest AP and the unit's median/mean activation on and off language."""
+    row_languages = np.asarray(row_languages)
+    languages = list(dict.fromkeys(row_languages))
+    labels = np.stack([row_languages == code for code in languages], axis=1)
+    ap = average_precision(activations, labels)
+    everywhere = np.median(activations, axis=0)
+    parts = []
+    for c, code in enumerate(languages):
+        on, off = activations[labels[:, c]], activations[~labels[:, c]]
+        part = units.copy()
+        part.insert(0, "language", code)
+        part["ap"] = ap[c]
+        part["on_p50"] = np.median(on, axis=0)
+        part["off_p50"] = np.median(off, axis=0)
+        part["off_mean"] = off.mean(axis=0)
+        part["all_p50"] = everywhere
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)
+
+
+
+def save_table(table: pd.DataFrame, path: str | Path) -> Path:
+    """Write an expertise table to parquet atomically (temporary file, then rename)."""
+    with staged_file(path) as tmp:
+        table.to_parquet(tmp, index=False)
+    return Path(path)
+
+
+
+def load_table(path: str | Path) -> pd.DataFrame:
+    """Read an expertise table written by save_table."""
+    return pd.read_parquet(path)
+
+
+
+def cached_table(key: str, build: Callable[[], pd.DataFrame], root: Path | None = None) -> pd.DataFrame:
+    """The table cached under key, or build(), saved for next time; a missing or corrupt file is rebuilt."""
+    path = (root or cache_root()) / "experts" / f"{key}.parquet"
+    try:
+        return load_table(path)
+    except (OSError, ValueError, pyarrow.ArrowException):
+        table = build()
+        save_table(table, path)
+        return table
+
+
+
+def language_experts(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    model_name: str,
+    languages: list[str],
+    n: int,
+    seed: int,
+    corpus: str = "bible",
+    parallel_path: str | None = None,
+    pooling: str = "mean",
+    units: str | None = None,
+    batch_size: int = 32,
+) -> pd.DataFrame:
+    """The expertise table for these languages from the 'experts' split, cached on disk across notebooks."""
+    key = cache_key(
+        version=TABLE_VERSION, model=model_identity(model_name), languages=list(languages), n=n, seed=seed,
+        corpus=corpus, parallel=sha256_file(Path(parallel_path)) if parallel_path else None,
+        pooling=pooling, units=units or DEFAULT_UNITS,
+    )
+
+    def build() -> pd.DataFrame:
+        """Record activations on the experts split and rank every unit."""
+        sentences, labels = stacked(parallel_corpus(languages, n, "experts", seed, corpus, parallel_path))
+        activations, unit_index = record_activations(model, tokenizer, sentences, units, pooling, batch_size)
+        return expertise_table(activations, unit_index, labels)
+
+    return cached_table(key, build)
+
+
+
+def select_experts(table: pd.DataFrame, language: str, k: int, how: str = "top", seed: int = 0) -> pd.DataFrame:
+    """k units of one language: highest AP ('top'), k/2 highest + k/2 lowest ('top_bottom'), or 'random'."""
+    rows = table[table["language"] == language]
+    if rows.empty:
+        raise UserError(f"no experts for language '{language}'; the table covers {sorted(table['language'].unique())}")
+    if not 0 <= k <= len(rows):
+        raise UserError(f"k={k} is outside 0..{len(rows)} (the number of units); pick a smaller k")
+    ranked = rows.sort_values("ap", ascending=False, kind="stable")
+    if how == "top":
+        return ranked.head(k)
+    if how == "top_bottom":
+        return pd.concat([ranked.head(k - k // 2), ranked.tail(k // 2)]) if k else ranked.head(0)
+    if how == "random":
+        return rows.iloc[np.sort(np.random.default_rng(seed).choice(len(rows), size=k, replace=False))]
+    raise UserError(f"unknown expert selection '{how}'; use one of {', '.join(SELECTIONS)}")
+
+
+
+def choose(table: pd.DataFrame, language: str, k: int, selection: str, seed: int,
+           expert_how: str = "top") -> tuple[pd.DataFrame, str]:
+    """Units and the statistic to force them to, for 'experts' or a random control (random-target, random-median)."""
+    if selection == "experts":
+        return select_experts(table, language, k, expert_how, seed), "on_p50"
+    if selection not in CONTROLS:
+        raise UserError(f"unknown selection '{selection}'; use 'experts' or one of {', '.join(CONTROLS)}")
+    how, value = CONTROLS[selection]
+    return select_experts(table, language, k, how, seed), value
+
+
+
+def experts_per_layer(table: pd.DataFrame, k: int, how: str = "top") -> pd.DataFrame:
+    """How many of each language's k experts sit in each layer (layers x languages)."""
+    chosen = pd.concat([select_experts(table, code, k, how) for code in table["language"].unique()])
+    counts = chosen.groupby(["layer", "language"], sort=False).size().unstack(fill_value=0)
+    return counts.reindex(sorted(table["layer"].unique()), fill_value=0)[list(table["language"].unique())]
+
+
+
+def expert_overlap(table: pd.DataFrame, k: int, how: str = "top") -> pd.DataFrame:
+    """Jaccard overlap between the languages' k-expert sets (languages x languages)."""
+    codes = list(table["language"].unique())
+    sets = {code: set(select_experts(table, code, k, how)["unit"]) for code in codes}
+    return pd.DataFrame([[len(sets[a] & sets[b]) / max(len(sets[a] | sets[b]), 1) for b in codes] for a in codes],
+                        index=codes, columns=codes)
