@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib as mpl
@@ -37,7 +39,6 @@ def label(ax: plt.Axes, title: str, xlabel: str, ylabel: str) -> plt.Axes:
     return ax
 
 
-
 def publish(fig: plt.Figure, name: str) -> plt.Figure:
     """Also save a figure as PNG for other pages (the landing page) when run by `companion run`."""
     folder = os.environ.get(FIGURES_ENV)
@@ -45,3 +46,34 @@ def publish(fig: plt.Figure, name: str) -> plt.Figure:
         Path(folder).mkdir(parents=True, exist_ok=True)
         fig.savefig(Path(folder) / f"{name}.png", bbox_inches="tight")
     return fig
+
+
+FIGURE_KEY = "companion/figure"  # output metadata the runner turns into a numbered, captioned figure with alt text
+
+
+@dataclass(frozen=True)
+class BookFigure:
+    """A figure of the book: the matplotlib Figure, the name pages cross-reference, its caption and its alt text."""
+
+    figure: plt.Figure
+    name: str
+    caption: str
+    alt: str
+
+    def __post_init__(self) -> None:
+        """A figure needs a name, a caption and alt text; an empty one is a bug in the figure function."""
+        missing = [field for field in ("name", "caption", "alt") if not str(getattr(self, field)).strip()]
+        if missing:
+            raise ValueError(f"figure {self.name!r} has no {', '.join(missing)}")
+
+
+def show(book_figure: BookFigure) -> BookFigure:
+    """Display a book figure as a PNG whose output metadata carries its name, caption and alt text."""
+    from IPython.display import Image, display
+
+    buffer = io.BytesIO()
+    book_figure.figure.savefig(buffer, format="png", bbox_inches="tight")
+    plt.close(book_figure.figure)
+    meta = {"name": book_figure.name, "caption": book_figure.caption, "alt": book_figure.alt}
+    display(Image(data=buffer.getvalue()), metadata={FIGURE_KEY: meta})
+    return book_figure

@@ -22,6 +22,7 @@ from companion.core.errors import UserError
 from companion.core.style import FIGURES_ENV
 from companion.publish import profiles
 from companion.publish.hashing import input_hash, is_up_to_date, package_versions
+from companion.publish.presentation import present
 from companion.publish.project import Outcome, Project
 from companion.publish.results import RESULTS_ENV, to_jsonable, write_json_atomic
 
@@ -36,36 +37,6 @@ def git_commit(root: Path) -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return f"{commit}-dirty" if dirty else commit
-
-
-
-def _format_value(value: Any) -> str:
-    """A parameter value in compact form for the reader."""
-    text = json.dumps(to_jsonable(value), ensure_ascii=False)
-    return text if len(text) <= 80 else text[:77] + "…"
-
-
-
-def present(notebook: nbformat.NotebookNode, profile: str, params: dict[str, Any], provenance: dict[str, Any]) -> None:
-    """Hide the parameter cells, show the parameters compactly, and append a provenance note."""
-    position = None
-    for index, cell in enumerate(notebook.cells):
-        tags = cell.get("metadata", {}).get("tags", [])
-        if "parameters" in tags or "injected-parameters" in tags:
-            cell.metadata["tags"] = sorted(set(tags) | {"remove-cell"})
-            position = index + 1
-    rows = " · ".join(f"`{key}={_format_value(value)}`" for key, value in params.items())
-    table = nbformat.v4.new_markdown_cell(f"**Parameters** (profile `{profile}`): {rows}")
-    notebook.cells.insert(position if position is not None else 0, table)
-    models = ", ".join(f"{m.get('name')} ({m.get('source')})" for m in provenance["models"]) or "none"
-    data = ", ".join(str(d.get("name", d)) for d in provenance["data"]) or "none"
-    packages = ", ".join(f"{k} {v}" for k, v in provenance["packages"].items())
-    note = (
-        ":::{admonition} Provenance\n:class: note\n\n"
-        f"- **Run**: profile `{profile}`, git commit `{provenance['git']}`, {provenance['seconds']:.0f} s\n"
-        f"- **Models**: {models}\n- **Data**: {data}\n- **Packages**: {packages}\n:::"
-    )
-    notebook.cells.append(nbformat.v4.new_markdown_cell(note))
 
 
 
