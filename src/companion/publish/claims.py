@@ -1,160 +1,101 @@
-"""The reproduction-status page: each paper's claims beside what the results files measured, with a verdict."""
+"""The reproduction-status page: each claim beside our primary estimate and its verdict, then the exploratory maxima."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-VERDICT_RULE = (
-    "**Reproduced**: the interval of our estimate reaches the paper's number (or the estimate exceeds it); for a "
-    "claim without a number, the interval excludes no effect in the claimed direction. "
-    "**Same direction, smaller**: the interval excludes no effect and lies on the paper's side of it, but below "
-    "the paper's number. **Not reproduced**: the interval includes no effect, or the effect points the other way. "
-    "**Not measured**: the notebook has not been run with this build's results."
+from companion.core.errors import UserError
+from companion.publish.fields import Fields
+from companion.publish.paper_claims import CLAIMS, MAXIMA, Claim, Maximum, fmt, fmt_ci
+from companion.publish.verdicts import RULE, verdict
+
+PAPERS = {"A": "sundar2025steering", "B": "lin2024limited"}
+
+HOW_TO_READ = (
+    "Each row of the first table is one claim of a paper, tested on our *primary analysis*: the layer, the number "
+    "and kind of units forced (paper A) and the set of out-of-distribution settings (paper B) are fixed in the "
+    "profile before the run, and every interval is a 95% bootstrap interval recorded by the notebook, paired over "
+    "the same sentences or pairs before and after and resampling seeds too. The verdict says what that interval "
+    "allows. *Reproduced*: we see the effect in the paper's direction, at the paper's size or larger. *Smaller "
+    "effect*: we see the effect, but it is smaller than the paper's. *Inconclusive*: our data cannot tell no effect "
+    "from the paper's effect; more sentences, pairs or seeds would be needed. *Not reproduced*: our data are "
+    "compatible with no effect and rule out the paper's size. *Opposite*: we see an effect in the other direction. "
+    "None of these verdicts judges the paper: this book runs models of a few hundred million parameters, fewer "
+    "sentences and pairs, and shifts of its own making, and an effect found with the papers' larger models and data "
+    "may be smaller, absent or different at this scale. The `paper` profile (`notebooks/profiles/paper.yaml`, with "
+    "`paper_a.paper.yaml` and `paper_b.paper.yaml`) loads paper-scale models and data from the Hugging Face hub: "
+    "run `companion run --profile paper` on a GPU, then `companion build`, and this page is recomputed from those "
+    "results. The second table lists maxima over pairs, layers and k: they are exploratory and get no verdict."
+)
+
+MAXIMA_TEXT = (
+    "A maximum taken over many comparisons is biased upward: even units chosen at random produce a largest ratio "
+    "above 1 somewhere. Each maximum is therefore shown beside the same maximum for the control (as many random "
+    "units, forced the same way); only the gap between the two says something, and it is not tested here."
 )
 
 
-@dataclass(frozen=True)
-class Measured:
-    """Our estimate with its 95% interval and a short note on how it was computed."""
-
-    value: float
-    low: float
-    high: float
-    note: str = ""
-    label: str = ""  # which case of the claim this row is (e.g. a target language)
-
-
-@dataclass(frozen=True)
-class Claim:
-    """One claim of a paper: its number, the no-effect value, and how to read our estimate from results."""
-
-    paper: str
-    text: str
-    paper_value: float | None  # None: the paper states a direction, not a number
-    null_value: float
-    source: str  # results file (notebook name) the estimate comes from
-    extract: Callable[[dict[str, Any]], list[Measured]]
-    unit: str = ""
+def _load(results_dir: Path, name: str, cache: dict[str, Fields | None]) -> Fields | None:
+    """A notebook's results file (None only when the notebook has not been run at all)."""
+    if name not in cache:
+        path = results_dir / f"{name}.json"
+        if path.exists():
+            cache[name] = Fields.load(path)
+        elif (results_dir.parent / f"{name}.ipynb").exists():
+            raise UserError(f"{path.name} is missing although {name} was executed; re-run it "
+                            f"(companion run --only {name} --force)")
+        else:
+            cache[name] = None
+    return cache[name]
 
 
-def verdict(claim: Claim, measured: Measured | None) -> str:
-    """Apply the stated rule to an estimate (direction taken from the paper's number against no effect)."""
-    if measured is None:
-        return "not measured"
-    paper_value = claim.null_value + 1.0 if claim.paper_value is None else claim.paper_value
-    sign = 1.0 if paper_value >= claim.null_value else -1.0
-    low, high = sorted((sign * (measured.low - claim.null_value), sign * (measured.high - claim.null_value)))
-    target = sign * (paper_value - claim.null_value)
-    if low <= 0:
-        return "not reproduced"
-    if claim.paper_value is None or high >= target or sign * (measured.value - claim.null_value) >= target:
-        return "reproduced"
-    return "same direction, smaller"
+def _paper(key: str) -> str:
+    """The paper column: its letter and a citation."""
+    return f"{key} {{cite:p}}`{PAPERS[key]}`"
 
 
-def _best_ratio(metrics: dict[str, Any]) -> list[Measured]:
-    """Largest top-1 ratio (post/pre) with a conservative interval from the two accuracies' intervals."""
-    best = metrics["best_ratio"]
-    record = best["record"]
-    low = record["ci_post"][0] / record["ci_pre"][1] if record["ci_pre"][1] > 0 else float("inf")
-    high = record["ci_post"][1] / record["ci_pre"][0] if record["ci_pre"][0] > 0 else float("inf")
-    where = (f"{record['src']}→{record['tgt']}, layer {record['layer']}, k={record['k']}, "
-             f"top-1 {record['top1_pre']:.3f}→{record['top1_post']:.3f}")
-    controls = "; ".join(f"{name}: {b['ratio']:.3g}" for name, b in metrics.get("best_ratio_controls", {}).items()
-                         if b.get("ratio") is not None)
-    return [Measured(best["ratio"], low, high, f"largest ratio over pairs, layers and k ({where}); interval from the "
-                     f"two top-1 intervals; biased upward by the maximum — same maximum for random units: {controls or 'n/a'}")]
+def _claim_rows(claim: Claim, results: Fields | None) -> list[str]:
+    """The table lines of one claim: one per estimate, or one saying the notebook has not been run yet."""
+    paper_value = (f"{'>' if claim.direction > 0 else '<'} {fmt(claim.null_value)} (direction only)" if claim.paper_value is None
+                   else f"{fmt(claim.paper_value)} {claim.unit}")
+    if results is None:
+        return [f"| {_paper(claim.paper)} | {claim.text} | {paper_value} | — | not run yet | run `companion run --only "
+                f"{claim.source}` | — |"]
+    profile = results.text("profile")
+    lines = []
+    for row in claim.extract(results.child("metrics")):
+        outcome = verdict(row.estimate, claim.paper_value, claim.null_value, claim.direction)
+        shown = f"**{outcome}**" if outcome else "no verdict (no interval recorded)"
+        text = f"{claim.text} — **{row.label}**" if row.label else claim.text
+        lines.append(f"| {_paper(claim.paper)} | {text} | {paper_value} | {fmt_ci(row.estimate)} | {shown} | {row.note} "
+                     f"| {profile} |")
+    return lines
 
 
-def _best_layer(metrics: dict[str, Any]) -> list[Measured]:
-    """Each pair's best-layer top-1 after / before, averaged over pairs, at the largest k (no interval recorded)."""
-    rows = [r for r in metrics["best_layer_top1"] if r["selection"] == "experts" and r["k"] > 0]
-    row = max(rows, key=lambda r: r["k"])
-    ratio = row["top1_post"] / row["top1_pre"]
-    return [Measured(ratio, ratio, ratio, f"mean over pairs of best-layer top-1, {row['top1_pre']:.3f}→"
-                     f"{row['top1_post']:.3f} at k={row['k']} (point estimate: no interval recorded)")]
+def _maximum_row(maximum: Maximum, results: Fields | None) -> str:
+    """The table line of one exploratory maximum beside the control's."""
+    if results is None:
+        return f"| {_paper(maximum.paper)} | {maximum.text} | — | not run yet | — | — | — |"
+    ours, control = maximum.extract(results.child("metrics"))
+    return (f"| {_paper(maximum.paper)} | {maximum.text} | {fmt_ci(ours.estimate)} | {ours.note} | "
+            f"{fmt_ci(control.estimate)} | {control.note} | {results.text('profile')} |")
 
 
-def _steered_generation(metrics: dict[str, Any]) -> list[Measured]:
-    """Share of continuations in each target language at the largest k, one row per target."""
-    rows = [r for r in metrics["share_in_target"] if r["selection"] == "experts"]
-    largest = max(r["k"] for r in rows)
-    return [Measured(r["mean"], r["low"], r["high"], f"k={largest}, prompts in {metrics['prompt_language']}",
-                     label=r["target"]) for r in rows if r["k"] == largest]
-
-
-def _gap(metrics: dict[str, Any], key: str, note: str) -> list[Measured]:
-    """EXRM-minus-DPORM accuracy gap over the OOD settings, with its interval when the notebook recorded one."""
-    value = metrics[key]
-    interval = metrics.get(f"{key}_ci") or [value, value]
-    where = f" ({metrics['gap_max_ood_setting']})" if key == "gap_max_ood" and metrics.get("gap_max_ood_setting") else ""
-    return [Measured(value, interval[0], interval[1], note + where)]
-
-
-CLAIMS: tuple[Claim, ...] = (
-    Claim("A", "Forcing language experts improves cross-lingual retrieval top-1 accuracy, up to 2x",
-          2.0, 1.0, "steering_4_retrieval", _best_ratio, "× top-1"),
-    Claim("A", "…which also shows at each pair's best layer (our robustness check: the paper compares layer by layer)",
-          2.0, 1.0, "steering_4_retrieval", _best_layer, "× top-1"),
-    Claim("A", "Forcing a language's experts makes the model continue in that language (the premise, from "
-               "Kojima et al. 2024): share of continuations in the target language",
-          None, 0.0, "steering_2_generation", _steered_generation, "(increase)"),
-    Claim("B", "Under distribution shift the DPO implicit reward (DPORM) ranks pairs worse than an explicit "
-               "reward model (EXRM): mean accuracy drop 3% over five OOD settings",
-          0.03, 0.0, "dpo_3_generalization",
-          lambda m: _gap(m, "gap_mean_ood", "mean over OOD settings of EXRM − DPORM accuracy"), "accuracy"),
-    Claim("B", "…with a maximum drop of 7%",
-          0.07, 0.0, "dpo_3_generalization",
-          lambda m: _gap(m, "gap_max_ood", "largest EXRM − DPORM gap over OOD settings"), "accuracy"),
-)
-
-
-def measure(claim: Claim, results_dir: Path) -> list[Measured | None]:
-    """Our estimates for a claim from its results file ([None] when it has not been produced)."""
-    path = results_dir / f"{claim.source}.json"
-    if not path.exists():
-        return [None]
-    try:
-        return claim.extract(json.loads(path.read_text(encoding="utf-8"))["metrics"]) or [None]
-    except (KeyError, TypeError, ValueError, IndexError, ZeroDivisionError):
-        return [None]
-
-
-def _fmt(value: float) -> str:
-    """A number for the table (∞ where an interval is unbounded)."""
-    return "∞" if value == float("inf") else f"{value:.3g}"
-
-
-def render(results_dir: Path, claims: tuple[Claim, ...] = CLAIMS) -> str:
-    """The claims page as MyST markdown, computed from the results files."""
-    lines = [
-        "# Reproduction status",
-        "",
-        "This page is generated from `book/_generated/results/*.json` each time the book is built; nothing on it "
-        "is typed by hand. Each row is a claim of one of the papers, the paper's number, our estimate with its "
-        "95% interval, and a verdict computed by this rule:",
-        "",
-        VERDICT_RULE,
-        "",
-        "| paper | claim | paper | ours (95% CI) | verdict | how we measured | profile |",
-        "|---|---|---|---|---|---|---|",
-    ]
+def render(results_dir: Path, claims: tuple[Claim, ...] = CLAIMS, maxima: tuple[Maximum, ...] = MAXIMA) -> str:
+    """The claims page as MyST markdown, computed from the results files (a malformed file is a UserError)."""
+    cache: dict[str, Fields | None] = {}
+    lines = ["# Reproduction status", "",
+             "This page is generated from `book/_generated/results/*.json` each time the book is built; nothing on it "
+             "is typed by hand.", "",
+             "## How to read this page", "", HOW_TO_READ, "",
+             "## The rule", "", RULE, "",
+             "## Primary analysis", "",
+             "| paper | claim | paper's value | ours (95% CI) | verdict | how we measured | profile |",
+             "|---|---|---|---|---|---|---|"]
     for claim in claims:
-        profile = _profile(results_dir, claim.source)
-        paper = "direction only" if claim.paper_value is None else f"{_fmt(claim.paper_value)} {claim.unit}"
-        for measured in measure(claim, results_dir):
-            ours = "—" if measured is None else f"{_fmt(measured.value)} [{_fmt(measured.low)}, {_fmt(measured.high)}]"
-            text = f"{claim.text} — **{measured.label}**" if measured is not None and measured.label else claim.text
-            note = "" if measured is None else measured.note
-            lines.append(f"| {claim.paper} | {text} | {paper} | {ours} | **{verdict(claim, measured)}** | {note} | {profile} |")
+        lines += _claim_rows(claim, _load(results_dir, claim.source, cache))
+    lines += ["", "## Exploratory: maxima", "", MAXIMA_TEXT, "",
+              "| paper | maximum of | ours (95% CI) | where | random units (95% CI) | where | profile |",
+              "|---|---|---|---|---|---|---|"]
+    lines += [_maximum_row(maximum, _load(results_dir, maximum.source, cache)) for maximum in maxima]
     return "\n".join(lines) + "\n"
-
-
-def _profile(results_dir: Path, name: str) -> str:
-    """The profile a results file was produced with ('—' when absent)."""
-    path = results_dir / f"{name}.json"
-    return json.loads(path.read_text(encoding="utf-8")).get("profile", "—") if path.exists() else "—"

@@ -1,0 +1,148 @@
+"""The papers' claims and how each is read from a results file's `metrics.primary` (maxima: `metrics.exploratory`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from companion.publish.fields import Fields
+from companion.publish.verdicts import Estimate
+
+
+@dataclass(frozen=True)
+class Row:
+    """One estimate for a claim, what it is (a target language, ...) and how it was measured."""
+
+    estimate: Estimate
+    note: str
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One claim of a paper: its value (None: a direction only), the no-effect value, and how to read our estimate."""
+
+    paper: str
+    text: str
+    paper_value: float | None
+    null_value: float
+    source: str  # the notebook whose results file holds the estimate
+    extract: Callable[[Fields], list[Row]]  # from the results file's `metrics`
+    unit: str = ""
+    direction: int = 1  # for a direction-only claim: +1 an increase, -1 a decrease
+
+
+@dataclass(frozen=True)
+class Maximum:
+    """An exploratory maximum (over pairs, layers, k, ...) and the same maximum for the control."""
+
+    paper: str
+    text: str
+    source: str
+    extract: Callable[[Fields], tuple[Row, Row]]  # (ours, control) from the results file's `metrics`
+
+
+def fmt(value: float | None) -> str:
+    """A number for the page: three significant digits, ∞ for an unbounded interval, — for none."""
+    if value is None:
+        return "—"
+    if value in (float("inf"), float("-inf")):
+        return "∞" if value > 0 else "−∞"
+    return f"{value:.3g}"
+
+
+def fmt_ci(estimate: Estimate) -> str:
+    """An estimate with its interval, 'x [low, high]'."""
+    return f"{fmt(estimate.value)} [{fmt(estimate.low)}, {fmt(estimate.high)}]"
+
+
+def _retrieval_setting(primary: Fields) -> str:
+    """The primary retrieval analysis as fixed in the profile."""
+    return (f"layer {primary.integer('layer')}, k={primary.integer('k')} units ({primary.text('selection')}), "
+            f"{primary.count('pairs')} ordered language pairs, {primary.integer('n_eval')} sentences, "
+            f"{primary.count('seeds')} seeds; paired bootstrap over seeds and sentences")
+
+
+def _retrieval(key: str, what: str) -> Callable[[Fields], list[Row]]:
+    """Extractor for one statistic of the primary retrieval analysis (ratio, diff or diff_vs_control)."""
+    def extract(metrics: Fields) -> list[Row]:
+        """The statistic with its interval, and top-1 before → after."""
+        primary = metrics.child("primary")
+        pre, post = primary.number("top1_pre"), primary.number("top1_post")
+        return [Row(primary.estimate(key), f"{what}; mean top-1 {fmt(pre)} → {fmt(post)}; {_retrieval_setting(primary)}")]
+    return extract
+
+
+def _generation(key: str, what: str) -> Callable[[Fields], list[Row]]:
+    """Extractor for the steered-generation comparison `key` (diff_vs_k0 or diff_vs_control), one row per target."""
+    def extract(metrics: Fields) -> list[Row]:
+        """One row per target language."""
+        primary = metrics.child("primary")
+        setting = f"k={primary.integer('k')} units ({primary.text('selection')}), prompts: {primary.text('prompt')}"
+        rows = []
+        for target in primary.children("targets"):
+            share = target.estimate("share")
+            rows.append(Row(target.estimate(key), f"{what}; share in the target language {fmt_ci(share)} when forced, "
+                            f"{fmt(target.number('share_k0'))} unforced (k=0), {fmt(target.number('share_control'))} "
+                            f"with as many random units; {setting}", label=target.text("target")))
+        return rows
+    return extract
+
+
+def _dpo_gap(key: str, what: str) -> Callable[[Fields], list[Row]]:
+    """Extractor for an OOD accuracy gap, always reported beside the ID gap and both training accuracies."""
+    def extract(metrics: Fields) -> list[Row]:
+        """The gap with its interval and the context it must be read in."""
+        primary = metrics.child("primary")
+        context = (f"{what}; OOD settings fixed in the profile: {', '.join(primary.strings('settings'))}; "
+                   f"{primary.count('seeds')} seeds, {primary.count('n_pairs')} test pairs; beside it: in-distribution "
+                   f"gap {fmt_ci(primary.estimate('id_gap'))}, training accuracy DPORM "
+                   f"{fmt(primary.number('train_acc_dporm'))}, EXRM {fmt(primary.number('train_acc_exrm'))} "
+                   "(the paper's premise: both fit the training pairs equally well)")
+        return [Row(primary.estimate(key), context)]
+    return extract
+
+
+def _best_ratio(metrics: Fields) -> tuple[Row, Row]:
+    """The largest retrieval ratio over pairs, layers and k, for the experts and for random units."""
+    exploratory = metrics.child("exploratory")
+
+    def row(name: str) -> Row:
+        """One maximum with where it was found."""
+        best = exploratory.child(name)
+        record = best.child("record")
+        where = (f"{record.text('src')}→{record.text('tgt')}, layer {record.integer('layer')}, k={record.integer('k')}, "
+                 f"top-1 {fmt(record.number('top1_pre'))} → {fmt(record.number('top1_post'))}")
+        return Row(best.estimate("ratio"), where)
+
+    return row("best_ratio"), row("best_ratio_control")
+
+
+CLAIMS: tuple[Claim, ...] = (
+    Claim("A", "Forcing the target language's experts improves cross-lingual retrieval: up to 2x top-1 accuracy",
+          2.0, 1.0, "steering_4_retrieval", _retrieval("ratio", "top-1 after / before forcing"), "× top-1"),
+    Claim("A", "…so top-1 accuracy rises when the experts are forced",
+          None, 0.0, "steering_4_retrieval", _retrieval("diff", "top-1 after − before forcing"), "top-1"),
+    Claim("A", "…by more than when as many random units are forced (our control)",
+          None, 0.0, "steering_4_retrieval",
+          _retrieval("diff_vs_control", "top-1 gain with experts − gain with random units"), "top-1"),
+    Claim("A", "Forcing a language's experts makes the model continue in that language (the premise, from "
+               "{cite:t}`kojima2024multilingual`), compared with no forcing",
+          None, 0.0, "steering_2_generation", _generation("diff_vs_k0", "share forced − share unforced"), "share"),
+    Claim("A", "…and compared with forcing as many random units",
+          None, 0.0, "steering_2_generation",
+          _generation("diff_vs_control", "share with experts − share with random units"), "share"),
+    Claim("B", "Under distribution shift the DPO implicit reward (DPORM) ranks pairs worse than an explicit "
+               "reward model (EXRM): mean accuracy drop 3% over the OOD settings",
+          0.03, 0.0, "dpo_3_generalization", _dpo_gap("gap_mean_ood", "EXRM − DPORM accuracy, mean over OOD settings"),
+          "accuracy gap"),
+    Claim("B", "…with a maximum drop of 7%",
+          0.07, 0.0, "dpo_3_generalization",
+          _dpo_gap("gap_max_ood", "largest EXRM − DPORM accuracy gap over the fixed OOD settings (interval of the maximum)"),
+          "accuracy gap"),
+)
+
+MAXIMA: tuple[Maximum, ...] = (
+    Maximum("A", "top-1 ratio after / before forcing, largest over ordered pairs, layers and k",
+            "steering_4_retrieval", _best_ratio),
+)
