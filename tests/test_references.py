@@ -17,6 +17,12 @@ AUTHORS = {
     "lin2024limited": ["Yong Lin", "Skyler Seto", "Maartje Ter Hoeve", "Katherine Metcalf", "Barry-John Theobald",
                        "Xuan Wang", "Yizhe Zhang", "Chen Huang", "Tong Zhang"],
 }
+TITLES = {
+    "sundar2025steering": "Steering into New Embedding Spaces: Analyzing Cross-Lingual Alignment Induced by Model "
+                          "Interventions in Multilingual Language Models",
+    "lin2024limited": "On the Limited Generalization Capability of the Implicit Reward Model Induced by Direct "
+                      "Preference Optimization",
+}
 VENUES = {
     "sundar2025steering": "Proceedings of the 63rd Annual Meeting of the Association for Computational Linguistics "
                           "(Volume 1: Long Papers)",
@@ -34,6 +40,7 @@ def test_the_papers_authors_and_venues_are_the_published_ones() -> None:
     intro = " ".join((BOOK / "intro.md").read_text(encoding="utf-8").split())
     for key, authors in AUTHORS.items():
         assert names(key) == authors
+        assert BIB[key].fields["title"].strip("{}") == TITLES[key]
         assert BIB[key].type == "inproceedings" and BIB[key].fields["booktitle"] == VENUES[key]
         assert ", ".join(authors[:-1]) + " and " + authors[-1] in intro
         assert VENUES[key] in intro

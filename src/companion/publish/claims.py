@@ -29,8 +29,8 @@ HOW_TO_READ = (
 )
 
 MAXIMA_TEXT = (
-    "A maximum taken over many comparisons is biased upward: even units chosen at random produce a largest ratio "
-    "above 1 somewhere. Each maximum is therefore shown beside the same maximum for the control (as many random "
+    "A maximum taken over many comparisons is biased upward: even units chosen at random can produce a largest "
+    "ratio well above 1 somewhere. Each maximum is therefore shown beside the same maximum for the control (as many random "
     "units, forced the same way); only the gap between the two says something, and it is not tested here."
 )
 
