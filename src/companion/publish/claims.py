@@ -25,7 +25,9 @@ HOW_TO_READ = (
     "may be smaller, absent or different at this scale. The `paper` profile (`notebooks/profiles/paper.yaml`, with "
     "`paper_a.paper.yaml` and `paper_b.paper.yaml`) loads paper-scale models and data from the Hugging Face hub: "
     "run `companion run --profile paper` on a GPU, then `companion build`, and this page is recomputed from those "
-    "results. The second table lists maxima over pairs, layers and k: they are exploratory and get no verdict."
+    "results. Where the paper's number is itself a maximum (\"up to 2x\"), our primary estimate is one setting fixed "
+    "in advance, so it can fall short of that number even when the effect is real; our own maximum is in the "
+    "second table. The second table lists maxima over pairs, layers and k: they are exploratory and get no verdict."
 )
 
 MAXIMA_TEXT = (
@@ -56,7 +58,8 @@ def _paper(key: str) -> str:
 
 def _claim_rows(claim: Claim, results: Fields | None) -> list[str]:
     """The table lines of one claim: one per estimate, or one saying the notebook has not been run yet."""
-    paper_value = (f"{'>' if claim.direction > 0 else '<'} {fmt(claim.null_value)} (direction only)" if claim.paper_value is None
+    side = ">" if claim.direction > 0 else "<"
+    paper_value = (f"{claim.unit} {side} {fmt(claim.null_value)} (direction only)" if claim.paper_value is None
                    else f"{fmt(claim.paper_value)} {claim.unit}")
     if results is None:
         return [f"| {_paper(claim.paper)} | {claim.text} | {paper_value} | — | not run yet | run `companion run --only "
