@@ -70,7 +70,7 @@ def test_primary_rows_carry_recorded_paired_intervals_and_verdicts(tmp_path: Pat
     assert "1.55 [1.3, 1.85]" in ratio and "**smaller effect**" in ratio and "| 2 × top-1 |" in ratio
     assert "layer 9, k=100 units (experts), 2 ordered language pairs, 500 sentences, 3 seeds" in ratio
     assert "0.4 → 0.62" in ratio and "| default |" in ratio
-    assert "**reproduced**" in row(page, "top-1 accuracy rises")
+    assert "**reproduced**" in row(page, "top-1 accuracy rises") and "| Δ top-1 > 0 (direction only) |" in page
     assert "**reproduced**" in row(page, "as many random units are forced")
     assert "**reproduced**" in row(page, "compared with no forcing", "**ru**")
     assert "**not reproduced**" in row(page, "compared with no forcing", "**fr**")  # stayed at 0 with and without
