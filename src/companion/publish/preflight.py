@@ -109,10 +109,11 @@ def _dtype(ctx: Context, name: str) -> None:
 
 def _model(ctx: Context, name: str) -> None:
     """An embedded model, a saved folder, or a hub id available here."""
-    for value in ctx.params[name] if isinstance(ctx.params[name], list) else [ctx.params[name]]:
+    listed = isinstance(ctx.params[name], list)
+    for value in ctx.params[name] if listed else [ctx.params[name]]:
         problem = model_problem(value)
         if problem:
-            raise ctx.refuse(name, problem[0], problem[1])
+            raise ctx.refuse(name, f"names {value!r}, which {problem[0]}" if listed else problem[0], problem[1])
 
 
 def _dataset(ctx: Context, name: str) -> None:
@@ -171,6 +172,8 @@ def _parallel_path(ctx: Context, name: str) -> None:
             _parallel_file(str(ctx.params[name]))
         except UserError as exc:
             raise ctx.wrap(name, exc) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ctx.refuse(name, f"cannot be read ({exc.__class__.__name__})", "pass a readable TSV or JSONL file") from None
 
 
 def _preference_path(ctx: Context, name: str) -> None:
@@ -183,6 +186,8 @@ def _preference_path(ctx: Context, name: str) -> None:
             split_pairs(read_preference_file(ctx.params[name]), ctx.params.get("test_fraction", 0.25), 0)
         except UserError as exc:
             raise ctx.wrap(name, exc) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ctx.refuse(name, f"cannot be read ({exc.__class__.__name__})", "pass a readable UTF-8 JSONL file") from None
 
 
 @lru_cache(maxsize=8)
