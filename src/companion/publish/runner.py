@@ -70,9 +70,9 @@ def environment(values: dict[str, str]) -> Iterator[None]:
 
 
 def _error_message(name: str, exc: Exception, failed_copy: Path) -> str:
-    """One paragraph naming the failing cell and its error."""
+    """One line naming the notebook, the failing cell and its error (a multi-line message joined into one line)."""
     cell = getattr(exc, "exec_count", None)
-    ename, evalue = getattr(exc, "ename", type(exc).__name__), getattr(exc, "evalue", str(exc))
+    ename, evalue = getattr(exc, "ename", type(exc).__name__), " ".join(str(getattr(exc, "evalue", exc)).split())
     where = f"cell [{cell}]" if cell else "a cell"
     return f"{name} failed in {where}: {ename}: {evalue} (partial run kept at {failed_copy}; last good output left in place)"
 
