@@ -145,3 +145,13 @@ def test_parameter_types_from_annotation_or_default(value, default, annotation, 
 def test_unknown_names_get_the_type_check_only() -> None:
     assert preflight.check_for("n_anything") is not None, "n_* counts are checked by pattern"
     assert preflight.check_for("brand_new_parameter") is None
+
+
+@pytest.mark.smoke
+@pytest.mark.parametrize("name", ["gemma-3-270m", "smollm2-135m"])
+def test_embedded_shapes_match_the_converted_configs(name: str) -> None:
+    from companion.core import models
+
+    config = json.loads((models.embedded_cache_dir(name) / "config.json").read_text())
+    spec = models.EMBEDDED[name]
+    assert (spec.layers, spec.units_per_layer) == (config["num_hidden_layers"], config["intermediate_size"])

