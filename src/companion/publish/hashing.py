@@ -12,9 +12,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-import nbformat
-
-from companion.core.files import sha256_file
+from companion.core.cache import cache_root
+from companion.core.files import sha256_file, staged_file
 from companion.publish import profiles
 from companion.publish.distributions import Environment, environment
 from companion.publish.project import Project
@@ -93,8 +92,8 @@ def notebook_reach(project: Project, notebook: Path) -> tuple[list[Path], set[st
     The package root and the runner (which executes every notebook) always count.
     """
     code = "\n".join(
-        "\n".join(line for line in c.source.splitlines() if not line.lstrip().startswith(("%", "!")))
-        for c in nbformat.read(notebook, as_version=4).cells if c.cell_type == "code"
+        "\n".join(line for line in c["source"].splitlines() if not line.lstrip().startswith(("%", "!")))
+        for c in profiles.cells(notebook) if c.get("cell_type") == "code"
     )
     pending, external = _references(code, project.package)
     pending |= {project.package, f"{project.package}.publish.runner"}
@@ -142,16 +141,18 @@ def _paths_in(value: Any) -> list[Path]:
 
 
 def _project_reaches(project: Project) -> dict[str, tuple[list[Path], set[str]]]:
-    """notebook_reach of every notebook of the project, remembered while no notebook or source file changes."""
+    """notebook_reach of every notebook of the project, kept on disk while no notebook or source file changes."""
     files = [p for p in sorted(project.notebooks.rglob("*.ipynb")) if ".ipynb_checkpoints" not in p.parts]
-    key = (project, tuple((p, p.stat().st_mtime_ns) for p in [*files, *sorted(project.source.rglob("*.py"))]))
-    if key not in _REACHES:
-        _REACHES.clear()
-        _REACHES[key] = {path.stem: notebook_reach(project, path) for path in files}
-    return _REACHES[key]
-
-
-_REACHES: dict[tuple, dict[str, tuple[list[Path], set[str]]]] = {}
+    stats = [(str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in [*files, *sorted(project.source.rglob("*.py"))]]
+    stored = cache_root() / "reaches" / f"{hashlib.sha256(json.dumps([project.package, stats]).encode()).hexdigest()[:20]}.json"
+    try:
+        return {name: ([Path(p) for p in paths], set(modules)) for name, (paths, modules) in json.loads(stored.read_text()).items()}
+    except (OSError, ValueError):
+        pass
+    reaches = {path.stem: notebook_reach(project, path) for path in files}
+    with staged_file(stored) as tmp:
+        tmp.write_text(json.dumps({name: [[str(p) for p in paths], sorted(modules)] for name, (paths, modules) in reaches.items()}))
+    return reaches
 
 
 def input_hash(project: Project, notebook: profiles.Notebook, params: dict[str, Any]) -> str:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import ast
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
-import nbformat
 import yaml
 
 from companion.core.errors import UserError, closest
@@ -27,12 +27,20 @@ class Notebook:
     annotations: dict[str, str] = field(default_factory=dict, hash=False)  # name -> annotation source, e.g. "list[str]"
 
 
+def cells(path: Path) -> list[dict[str, Any]]:
+    """A notebook's cells as stored, each source as one string (read as JSON: nbformat's validation is slow)."""
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise UserError(f"notebook {path} is not valid notebook JSON ({exc}); restore it from git") from exc
+    return [{**cell, "source": "".join(cell.get("source", ""))} for cell in stored.get("cells", [])]
+
+
 def parameters_cell(path: Path) -> str:
     """Source of the cell tagged 'parameters'; an error when the notebook has none."""
-    notebook = nbformat.read(path, as_version=4)
-    for cell in notebook.cells:
-        if cell.cell_type == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
-            return cell.source
+    for cell in cells(path):
+        if cell.get("cell_type") == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
+            return cell["source"]
     raise UserError(f"notebook {path} has no cell tagged 'parameters'; tag its first code cell 'parameters'")
 
 

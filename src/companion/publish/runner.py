@@ -16,13 +16,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import nbformat
-
 from companion.core.errors import UserError
-from companion.core.style import FIGURES_ENV
 from companion.publish import preflight, profiles
 from companion.publish.hashing import input_hash, is_up_to_date, package_versions
-from companion.publish.presentation import present
 from companion.publish.project import Outcome, Project
 from companion.publish.results import RESULTS_ENV, to_jsonable, write_json_atomic
 
@@ -80,7 +76,11 @@ def _error_message(name: str, exc: Exception, failed_copy: Path) -> str:
 
 def execute(project: Project, notebook: profiles.Notebook, params: dict[str, Any], profile: str, digest: str) -> Outcome:
     """Run one notebook; on success atomically replace its output and results, on failure keep both."""
+    import nbformat  # imported here, not at the top: a run with nothing to execute stays fast
     import papermill
+
+    from companion.core.style import FIGURES_ENV  # loads matplotlib and seaborn
+    from companion.publish.presentation import present
 
     project.results.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
