@@ -53,7 +53,7 @@ REFUSALS = [
     ("steering_1*", ["parallel_path={files}/mine.tsv", "languages=[en,de]"], "has no column for ['de']"),
     ("steering_1*", ["parallel_path={files}/missing.tsv"], "does not exist"),
     ("steering_1*", ["parallel_path={files}/mine.csv"], "must end in .tsv or .jsonl"),
-    ("steering_1*", ["parallel_path={files}/gap.tsv", "languages=[en,xx]"], "line 3: empty cell for 'xx'"),
+    ("steering_1*", ["parallel_path={files}/gap.tsv", "languages=[en,xx]"], "line 3 has empty cells (first: 'xx')"),
     ("steering_1*", ["parallel_path={files}/folder.tsv"], "cannot be read"),
     ("steering_1*", ["k_values=fifty"], "is not list[int]"),
     ("steering_1*", ["k_values=[]"], "is empty"),

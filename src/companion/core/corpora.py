@@ -188,7 +188,7 @@ def read_parallel_file(path: str | Path) -> pd.DataFrame:
     if empty.any().any():
         row, column = next((i, c) for i, c in zip(*empty.to_numpy().nonzero()))
         line = row + (1 if path.suffix == ".jsonl" else 2)  # a TSV's first line is its header
-        raise UserError(f"parallel file {path}, line {line}: empty cell for '{frame.columns[column]}'; "
+        raise UserError(f"parallel file {path}, line {line} has empty cells (first: '{frame.columns[column]}'); "
                         "every row needs a sentence in every language")
     frame.index = [f"row{i}" for i in range(len(frame))]
     return frame
