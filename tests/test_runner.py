@@ -153,7 +153,7 @@ def test_profile_all_values_go_only_to_notebooks_that_declare_them(project: Proj
     assert profiles.resolve(notebooks, gamma, merged, {}, "smoke") == {"gamma": {"w": 1}}
     assert _statuses(run(project, "smoke", only="gamma", dry_run=True)) == {"gamma": "would run"}
     merged["all"]["nowhere"] = 1
-    with pytest.raises(UserError, match=r"profile 'smoke' \(all\): notebook alpha, beta, gamma has no parameter 'nowhere'"):
+    with pytest.raises(UserError, match=r"profile 'smoke' \(all\): notebooks alpha, beta, gamma have no parameter 'nowhere'"):
         profiles.resolve(notebooks, gamma, merged, {}, "smoke")
     with pytest.raises(UserError, match=r"--set: notebook gamma has no parameter 'seed'"):
         run(project, "smoke", only="gamma", sets=["seed=1"])

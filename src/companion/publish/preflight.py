@@ -25,16 +25,19 @@ class Context:
 
     notebook: profiles.Notebook
     params: dict[str, Any]
-    origin: Callable[[str, str], str]  # (notebook name, parameter) -> "--set", "profile 'smoke'" or "default"
+    origin: Callable[[str, str], str]  # (notebook name, parameter) -> "from --set", "from profile 'smoke'", ...
+
+    def subject(self, name: str) -> str:
+        """'notebook: parameter=value (where the value came from)'."""
+        return f"{self.notebook.name}: {name}={self.params[name]!r} ({self.origin(self.notebook.name, name)})"
 
     def refuse(self, name: str, problem: str, fix: str) -> UserError:
-        """The one-line error for parameter name: notebook, parameter=value (origin), problem; fix."""
-        return UserError(f"{self.notebook.name}: {name}={self.params[name]!r} ({self.origin(self.notebook.name, name)}) "
-                         f"{problem}; {fix}")
+        """The one-line error for a parameter: notebook, parameter=value (origin), problem; fix."""
+        return UserError(f"{self.subject(name)} {problem}; {fix}")
 
     def wrap(self, name: str, error: UserError) -> UserError:
-        """A check's own one-line error, prefixed with the notebook and the parameter it concerns."""
-        return UserError(f"{self.notebook.name}: {name}={self.params[name]!r} ({self.origin(self.notebook.name, name)}): {error}")
+        """A check's own one-line error (it names the problem and the fix), prefixed with the parameter's subject."""
+        return UserError(f"{self.subject(name)}: {error}")
 
 
 Check = Callable[[Context, str], None]

@@ -170,8 +170,9 @@ def _unknown_key(notebooks: list[Notebook], key: str, source: str) -> UserError:
     declared = sorted({k for nb in notebooks for k in nb.defaults})
     hint = closest(key, declared)
     names = ", ".join(nb.name for nb in notebooks)
+    subject = f"notebook {names} has" if len(notebooks) == 1 else f"notebooks {names} have"
     return UserError(
-        f"{source}: notebook {names} has no parameter '{key}'"
+        f"{source}: {subject} no parameter '{key}'"
         + (f" (did you mean '{hint}'?)" if hint else "")
         + f"; valid parameters: {', '.join(declared)}"
     )
