@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from companion.core.errors import UserError
 from companion.publish import cli, param_types, preflight, profiles
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -155,3 +156,21 @@ def test_embedded_shapes_match_the_converted_configs(name: str) -> None:
     config = json.loads((models.embedded_cache_dir(name) / "config.json").read_text())
     spec = models.EMBEDDED[name]
     assert (spec.layers, spec.units_per_layer) == (config["num_hidden_layers"], config["intermediate_size"])
+
+
+def test_annotations_in_the_parameters_cell_set_the_types(tmp_path: Path) -> None:
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    source = 'languages: list[str] = ["en", "de"]\nunits: str | None = None\nlayers: list[int] = list(range(3))'
+    cell = nbformat.v4.new_code_cell(source)
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [cell]
+    nbformat.write(nb, tmp_path / "toy.ipynb")
+    (toy,) = profiles.discover(tmp_path)
+    assert toy.annotations == {"languages": "list[str]", "units": "str | None", "layers": "list[int]"}
+    assert toy.defaults["layers"] == [0, 1, 2]
+    origin = profiles.origin({"all": {}, "notebooks": {}}, {"units": 3}, "smoke")
+    with pytest.raises(UserError, match=r"toy: units=3 \(from --set\) is not str \| None; pass a value like units=None"):
+        preflight.check([toy], {"toy": {**toy.defaults, "units": 3}}, origin)
+    preflight.check([toy], {"toy": {**toy.defaults, "units": "mlp"}}, origin)
