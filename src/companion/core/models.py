@@ -33,6 +33,8 @@ class EmbeddedModel:
     description: str
     languages: str
     licence: str
+    layers: int = 0  # transformer blocks (config num_hidden_layers; 0: unknown), checked against layer parameters
+    units_per_layer: int = 0  # MLP neurons per block (config intermediate_size; 0: unknown), checked against k
 
 
 EMBEDDED: dict[str, EmbeddedModel] = {
@@ -44,6 +46,8 @@ EMBEDDED: dict[str, EmbeddedModel] = {
         description="Gemma 3 270M (pretrained + instruction tuned), GGUF Q4_K_M, de-quantized to float32",
         languages="multilingual (140+ languages in pre-training)",
         licence="Gemma Terms of Use",
+        layers=18,
+        units_per_layer=2048,
     ),
     "smollm2-135m": EmbeddedModel(
         name="smollm2-135m",
@@ -53,6 +57,8 @@ EMBEDDED: dict[str, EmbeddedModel] = {
         description="SmolLM2-135M-Instruct, GGUF Q4_1, de-quantized to float32",
         languages="English",
         licence="Apache-2.0",
+        layers=30,
+        units_per_layer=1536,
     ),
 }
 

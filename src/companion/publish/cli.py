@@ -21,6 +21,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="override a parameter (YAML value), e.g. --set languages=[en,vi]")
     run.add_argument("--force", action="store_true", help="execute even when up to date")
     run.add_argument("--jobs", type=int, default=1, help="notebooks to execute in parallel")
+    run.add_argument("--dry-run", action="store_true", help="check the parameters and list what would run; execute nothing")
     sub.add_parser("build", help="render the executed notebooks and pages into _build/html")
     sub.add_parser("languages", help="list the languages and versions of the embedded parallel corpus")
     return parser
@@ -33,7 +34,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise UserError(f"--jobs must be at least 1, got {args.jobs}")
     outcomes = run(Project(args.root.resolve()), profile=args.profile, only=args.only, sets=args.sets,
-                   force=args.force, jobs=args.jobs)
+                   force=args.force, jobs=args.jobs, dry_run=args.dry_run)
     print(timing_table(outcomes))
     failed = [o for o in outcomes if o.status == "failed"]
     for outcome in failed:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import ast
+import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
-import nbformat
 import yaml
 
 from companion.core.errors import UserError, closest
@@ -18,37 +19,49 @@ PROFILE_KEYS = ("description", "all", "notebooks")
 
 @dataclass(frozen=True)
 class Notebook:
-    """A parameterized notebook: its path, its name (file stem) and its declared parameter defaults."""
+    """A parameterized notebook: its path, its name (file stem), its parameter defaults and their type annotations."""
 
     path: Path
     name: str
     defaults: dict[str, Any] = field(hash=False)
+    annotations: dict[str, str] = field(default_factory=dict, hash=False)  # name -> annotation source, e.g. "list[str]"
+
+
+def cells(path: Path) -> list[dict[str, Any]]:
+    """A notebook's cells as stored, each source as one string (read as JSON: nbformat's validation is slow)."""
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise UserError(f"notebook {path} is not valid notebook JSON ({exc}); restore it from git") from exc
+    return [{**cell, "source": "".join(cell.get("source", ""))} for cell in stored.get("cells", [])]
 
 
 def parameters_cell(path: Path) -> str:
     """Source of the cell tagged 'parameters'; an error when the notebook has none."""
-    notebook = nbformat.read(path, as_version=4)
-    for cell in notebook.cells:
-        if cell.cell_type == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
-            return cell.source
+    for cell in cells(path):
+        if cell.get("cell_type") == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
+            return cell["source"]
     raise UserError(f"notebook {path} has no cell tagged 'parameters'; tag its first code cell 'parameters'")
 
 
-def declared_parameters(path: Path) -> dict[str, Any]:
-    """The name = literal assignments of a notebook's parameters cell, evaluated as Python literals."""
+def declared_parameters(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """The parameters cell's `name[: annotation] = literal` lines: defaults, and the annotations' source text."""
     source = parameters_cell(path)
     try:
         tree = ast.parse(source)
     except SyntaxError as exc:
         raise UserError(f"notebook {path}: its parameters cell is not valid Python ({exc.msg})") from exc
-    found: dict[str, Any] = {}
+    defaults: dict[str, Any] = {}
+    annotations: dict[str, str] = {}
     for node in tree.body:
         if isinstance(node, (ast.Assign, ast.AnnAssign)):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             for target in targets:
                 if isinstance(target, ast.Name) and node.value is not None:
-                    found[target.id] = _default_value(path, target.id, node.value)
-    return found
+                    defaults[target.id] = _default_value(path, target.id, node.value)
+                    if isinstance(node, ast.AnnAssign):
+                        annotations[target.id] = ast.unparse(node.annotation)
+    return defaults, annotations
 
 
 SAFE_BUILTINS = {"range": range, "list": list, "tuple": tuple, "dict": dict, "len": len, "min": min, "max": max}
@@ -76,7 +89,8 @@ def discover(notebooks_dir: Path) -> list[Notebook]:
             continue
         if path.stem in found:
             raise UserError(f"two notebooks are named {path.stem} ({found[path.stem].path}, {path}); rename one")
-        found[path.stem] = Notebook(path=path, name=path.stem, defaults=declared_parameters(path))
+        defaults, annotations = declared_parameters(path)
+        found[path.stem] = Notebook(path=path, name=path.stem, defaults=defaults, annotations=annotations)
     return sorted(found.values(), key=lambda nb: nb.name)
 
 
@@ -156,8 +170,9 @@ def _unknown_key(notebooks: list[Notebook], key: str, source: str) -> UserError:
     declared = sorted({k for nb in notebooks for k in nb.defaults})
     hint = closest(key, declared)
     names = ", ".join(nb.name for nb in notebooks)
+    subject = f"notebook {names} has" if len(notebooks) == 1 else f"notebooks {names} have"
     return UserError(
-        f"{source}: notebook {names} has no parameter '{key}'"
+        f"{source}: {subject} no parameter '{key}'"
         + (f" (did you mean '{hint}'?)" if hint else "")
         + f"; valid parameters: {', '.join(declared)}"
     )
@@ -167,7 +182,9 @@ def resolve(notebooks: list[Notebook], selected: list[Notebook], profile: dict[s
             sets: dict[str, Any], profile_name: str) -> dict[str, dict[str, Any]]:
     """Resolved parameters of each selected notebook: defaults < profile 'all' < profile notebook < --set.
 
-    Every profile key and --set key is checked against the notebooks' parameters cells first.
+    Every profile key and --set key is checked against the notebooks' parameters cells first: a profile's
+    'all' key must be declared by some notebook of the project (it then goes only to those that declare it),
+    a --set key by some selected notebook.
     """
     by_name = {nb.name: nb for nb in notebooks}
     for name, values in profile["notebooks"].items():
@@ -180,10 +197,10 @@ def resolve(notebooks: list[Notebook], selected: list[Notebook], profile: dict[s
         for key in values:
             if key not in by_name[name].defaults:
                 raise _unknown_key([by_name[name]], key, f"profile '{profile_name}'")
-    for source, keys in ((f"profile '{profile_name}' (all)", profile["all"]), ("--set", sets)):
+    for source, keys, scope in ((f"profile '{profile_name}' (all)", profile["all"], notebooks), ("--set", sets, selected)):
         for key in keys:
-            if not any(key in nb.defaults for nb in selected):
-                raise _unknown_key(selected, key, source)
+            if not any(key in nb.defaults for nb in scope):
+                raise _unknown_key(scope, key, source)
     resolved = {}
     for nb in selected:
         params = dict(nb.defaults)
@@ -192,3 +209,15 @@ def resolve(notebooks: list[Notebook], selected: list[Notebook], profile: dict[s
         params.update({k: v for k, v in sets.items() if k in nb.defaults})
         resolved[nb.name] = params
     return resolved
+
+
+def origin(profile: dict[str, Any], sets: dict[str, Any], profile_name: str) -> Callable[[str, str], str]:
+    """A function telling where a notebook's resolved parameter came from: --set, the profile, or its default."""
+    def where(notebook: str, key: str) -> str:
+        """'from --set', "from profile 'NAME'" or "the notebook's default"."""
+        if key in sets:
+            return "from --set"
+        if key in profile["notebooks"].get(notebook, {}) or key in profile["all"]:
+            return f"from profile '{profile_name}'"
+        return "the notebook's default"
+    return where

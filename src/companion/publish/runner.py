@@ -16,13 +16,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import nbformat
-
 from companion.core.errors import UserError
-from companion.core.style import FIGURES_ENV
-from companion.publish import profiles
+from companion.publish import preflight, profiles
 from companion.publish.hashing import input_hash, is_up_to_date, package_versions
-from companion.publish.presentation import present
 from companion.publish.project import Outcome, Project
 from companion.publish.results import RESULTS_ENV, to_jsonable, write_json_atomic
 
@@ -70,9 +66,9 @@ def environment(values: dict[str, str]) -> Iterator[None]:
 
 
 def _error_message(name: str, exc: Exception, failed_copy: Path) -> str:
-    """One paragraph naming the failing cell and its error."""
+    """One line naming the notebook, the failing cell and its error (a multi-line message joined into one line)."""
     cell = getattr(exc, "exec_count", None)
-    ename, evalue = getattr(exc, "ename", type(exc).__name__), getattr(exc, "evalue", str(exc))
+    ename, evalue = getattr(exc, "ename", type(exc).__name__), " ".join(str(getattr(exc, "evalue", exc)).split())
     where = f"cell [{cell}]" if cell else "a cell"
     return f"{name} failed in {where}: {ename}: {evalue} (partial run kept at {failed_copy}; last good output left in place)"
 
@@ -80,7 +76,11 @@ def _error_message(name: str, exc: Exception, failed_copy: Path) -> str:
 
 def execute(project: Project, notebook: profiles.Notebook, params: dict[str, Any], profile: str, digest: str) -> Outcome:
     """Run one notebook; on success atomically replace its output and results, on failure keep both."""
+    import nbformat  # imported here, not at the top: a run with nothing to execute stays fast
     import papermill
+
+    from companion.core.style import FIGURES_ENV  # loads matplotlib and seaborn
+    from companion.publish.presentation import present
 
     project.results.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -133,14 +133,14 @@ def _execute_job(job: tuple[Project, profiles.Notebook, dict[str, Any], str, str
 
 
 def run(project: Project, profile: str = "default", only: str | None = None, sets: list[str] | None = None,
-        force: bool = False, jobs: int = 1) -> list[Outcome]:
-    """Validate everything first, then execute the selected notebooks that are not up to date."""
+        force: bool = False, jobs: int = 1, dry_run: bool = False) -> list[Outcome]:
+    """Validate everything first, then execute the selected notebooks that are not up to date (dry_run: only say which)."""
     notebooks = profiles.discover(project.notebooks)
     if not notebooks:
         raise UserError(f"no notebooks found under {project.notebooks}")
     selected = profiles.select(notebooks, only)
-    resolved = profiles.resolve(notebooks, selected, profiles.load_profile(project.profiles, profile),
-                                profiles.parse_sets(sets or []), profile)
+    profile_values, set_values = profiles.load_profile(project.profiles, profile), profiles.parse_sets(sets or [])
+    resolved = profiles.resolve(notebooks, selected, profile_values, set_values, profile)
     outcomes, todo = [], []
     for nb in selected:
         digest = input_hash(project, nb, resolved[nb.name])
@@ -148,6 +148,9 @@ def run(project: Project, profile: str = "default", only: str | None = None, set
             outcomes.append(Outcome(nb.name, "skipped", 0.0, "up to date"))
         else:
             todo.append((project, nb, resolved[nb.name], profile, digest))
+    preflight.check([job[1] for job in todo], resolved, profiles.origin(profile_values, set_values, profile))
+    if dry_run:
+        return sorted(outcomes + [Outcome(job[1].name, "would run", 0.0) for job in todo], key=lambda o: o.name)
     if jobs > 1 and len(todo) > 1:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
             outcomes += list(pool.map(_execute_job, todo))
