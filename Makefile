@@ -34,8 +34,9 @@ KERNEL_PREFIX ?= $(VENV)
 kernel: setup
 	$(PY) -m ipykernel install --prefix $(KERNEL_PREFIX) --name companion --display-name "Python (companion)"
 
+LAB_FLAGS := $(shell [ "$$(id -u)" -eq 0 ] && echo --allow-root)
 lab: kernel
-	$(VENV)/bin/jupyter lab notebooks
+	$(VENV)/bin/jupyter lab $(LAB_FLAGS) notebooks
 
 book: setup
 	$(COMPANION) run --profile $(PROFILE)
