@@ -9,13 +9,14 @@ export TOKENIZERS_PARALLELISM := false
 
 SUDO   := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: setup browser book lint test bench clean help
+.PHONY: setup kernel lab browser book lint test bench clean help
 
 help:
 	@echo "make book   - set up (venv, packages, embedded models) and build the book with the $(PROFILE) profile"
 	@echo "make test   - set up and run the tests (unit tests + smoke run of every notebook + browser check)"
 	@echo "make bench  - run the speed benchmarks and print a table"
 	@echo "make lint   - ruff on the package, tests, benchmarks and notebooks"
+	@echo "make lab    - set up, install the 'companion' Jupyter kernel into the venv and start JupyterLab"
 
 $(VENV)/.installed: requirements.txt requirements-nodeps.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +28,15 @@ $(VENV)/.installed: requirements.txt requirements-nodeps.txt pyproject.toml
 	touch $@
 
 setup: $(VENV)/.installed
+
+# The named kernel notebooks open with in JupyterLab (and papermill -k companion), installed into the venv.
+KERNEL_PREFIX ?= $(VENV)
+kernel: setup
+	$(PY) -m ipykernel install --prefix $(KERNEL_PREFIX) --name companion --display-name "Python (companion)"
+
+LAB_FLAGS := $(shell [ "$$(id -u)" -eq 0 ] && echo --allow-root)
+lab: kernel
+	$(VENV)/bin/jupyter lab $(LAB_FLAGS) notebooks
 
 book: setup
 	$(COMPANION) run --profile $(PROFILE)

@@ -1,10 +1,12 @@
-"""Open every page of the built smoke book in headless Chromium: no console errors, images load, links resolve."""
+"""Open every page of the built smoke book in headless Chromium: no console errors, images load with alt text, links resolve."""
 
+import re
 import shutil
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import pytest
+import yaml
 
 from companion.publish.book import build
 from companion.publish.project import Project
@@ -57,6 +59,16 @@ def _broken_internal_links(page: Path, hrefs: list[str]) -> list[str]:
     return broken
 
 
+def _missing_alt(page: Path, images: list[list[str]]) -> list[str]:
+    """Images whose alt text is empty or just a file name or path (what notebooks get by default)."""
+    bad = []
+    for src, alt in images:
+        text = alt.strip()
+        if not text or re.fullmatch(r"[\w./\\:-]+\.(png|jpe?g|svg|gif)", text) or text == Path(unquote(urlparse(src).path)).name:
+            bad.append(f"{page.name}: image {Path(urlparse(src).path).name} has alt {alt!r}")
+    return bad
+
+
 def test_every_page_loads_cleanly(site: Path, browser) -> None:
     problems: list[str] = []
     pages = _pages(site)
@@ -68,9 +80,24 @@ def test_every_page_loads_cleanly(site: Path, browser) -> None:
         images = browser.execute_script(
             "return Array.from(document.images).map(i => [i.src, i.complete && i.naturalWidth > 0]);")
         problems += [f"{page.name}: image did not load {src}" for src, ok in images if not ok]
+        problems += _missing_alt(page, browser.execute_script(
+            "return Array.from(document.images).map(i => [i.src, i.getAttribute('alt') || '']);"))
         hrefs = browser.execute_script("return Array.from(document.links).map(a => a.href);")
         problems += _broken_internal_links(page, hrefs)
     assert not problems, "\n".join(problems)
+
+
+def test_site_is_ready_for_github_pages_with_repository_buttons(site: Path, browser) -> None:
+    assert (site / ".nojekyll").exists(), "GitHub Pages' Jekyll would drop _generated/ and _static/"
+    repository = yaml.safe_load((Path(__file__).resolve().parents[1] / "_config.yml").read_text())["repository"]["url"]
+    browser.get((site / "intro.html").as_uri())
+    links = browser.execute_script("return Array.from(document.querySelectorAll('a.btn')).map(a => a.href);")
+    assert repository in links, "the repository button links to the repository"
+    assert any(link.startswith(f"{repository}/issues/new") for link in links), "the issue button opens a new issue"
+    browser.get((site / "_generated" / "00_data_and_models.html").as_uri())
+    links = browser.execute_script("return Array.from(document.querySelectorAll('a.btn')).map(a => a.href);")
+    notebook_links = [link for link in links if link.endswith(".ipynb") or "ipynb" in link]
+    assert notebook_links and all("notebooks/00_data_and_models.ipynb" in link for link in notebook_links), notebook_links
 
 
 def test_screenshots_of_landing_and_claims(site: Path, browser) -> None:

@@ -1,5 +1,8 @@
 """environment.yml mirrors requirements.txt; committed notebooks are clean and parameterized."""
 
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -39,3 +42,35 @@ def test_notebook_committed_clean_with_parameters_cell(path: Path) -> None:
     assert not any(c.outputs or c.execution_count for c in code), "outputs must be stripped"
     assert "parameters" in code[0].metadata.get("tags", []), "first code cell must be tagged 'parameters'"
     assert notebook.cells[0].cell_type == "markdown", "a page states what it computes before computing it"
+
+
+def test_conda_environment_is_complete_with_binders_post_build() -> None:
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert "-e ." in pip_section, "the companion itself is installed by environment.yml"
+    post_build = (ROOT / "postBuild").read_text()
+    assert (ROOT / "postBuild").stat().st_mode & 0o111, "Binder runs postBuild only when it is executable"
+    assert "pip install --no-deps -r requirements-nodeps.txt" in post_build
+    assert "--no-deps -r requirements-nodeps.txt" in (ROOT / "Makefile").read_text()
+    kernel = re.search(r"ipykernel install .*--name companion .*", post_build).group(0)
+    assert kernel.replace("--sys-prefix", "--prefix $(KERNEL_PREFIX)") in (ROOT / "Makefile").read_text()
+    assert "./postBuild" in (ROOT / "README.md").read_text()
+
+
+def test_make_kernel_installs_the_named_kernel_for_this_interpreter(tmp_path: Path) -> None:
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    subprocess.run(["make", "-s", "-o", "setup", "kernel", f"PY={sys.executable}", f"KERNEL_PREFIX={tmp_path}"],
+                   cwd=ROOT, check=True, capture_output=True)
+    specs = KernelSpecManager(kernel_dirs=[str(tmp_path / "share" / "jupyter" / "kernels")]).get_all_specs()
+    spec = specs["companion"]["spec"]
+    assert spec["argv"][0] == sys.executable and spec["display_name"] == "Python (companion)"
+    assert "lab: kernel" in (ROOT / "Makefile").read_text()
+
+
+def test_papermill_reads_the_parameter_types() -> None:
+    from papermill.inspection import inspect_notebook
+
+    inferred = inspect_notebook(str(ROOT / "notebooks" / "00_data_and_models.ipynb"))
+    assert {name: p["inferred_type_name"] for name, p in inferred.items()} == {
+        "models": "list[str]", "languages": "list[str]", "n_sample": "int", "seed": "int"}

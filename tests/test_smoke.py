@@ -1,8 +1,13 @@
 """Smoke run: every notebook with the smoke profile and the real embedded models, then the book builds (-W)."""
 
 import json
+import os
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
+import nbformat
 import pytest
 
 from companion.publish.book import build
@@ -36,3 +41,21 @@ def test_book_builds_without_warnings_and_shows_the_figure(smoke_project: Projec
     page = (html / "_generated" / "00_data_and_models.html").read_text()
     assert "<img" in page and "Provenance" in page
     assert "injected-parameters" not in page
+    assert '<figure class="align-default" id="data-lengths">' in page and 'alt="Violin plot of tokens per verse' in page
+    assert '<span class="caption-number">Fig. ' in page and "BookFigure(" not in page
+    assert '<div class="dropdown tip admonition">' in page and "Run this page" in page
+    assert "The pages of this build ran with profile smoke:" in (html / "intro.html").read_text()
+    assert (html / ".nojekyll").exists()
+
+
+def test_run_this_page_papermill_command_reproduces_the_metrics(smoke_project: Project, tmp_path: Path) -> None:
+    note = nbformat.read(smoke_project.generated / "00_data_and_models.ipynb", as_version=4).cells[0].source
+    command = shlex.split(next(line for line in note.splitlines() if line.startswith("papermill ")))
+    command[2] = str(tmp_path / "rerun.ipynb")
+    subprocess.run([sys.executable, "-m", "ipykernel", "install", "--prefix", str(tmp_path / "jupyter"), "--name", "companion"],
+                   check=True, capture_output=True)
+    env = {**os.environ, "JUPYTER_PATH": str(tmp_path / "jupyter" / "share" / "jupyter"),
+           "COMPANION_RESULTS": str(tmp_path / "rerun.json"), "PYTHONPATH": str(smoke_project.source.parent)}
+    subprocess.run([sys.executable, "-m"] + command, cwd=smoke_project.root, env=env, check=True, capture_output=True)
+    recorded = json.loads((smoke_project.results / "00_data_and_models.json").read_text())["metrics"]
+    assert json.loads((tmp_path / "rerun.json").read_text())["metrics"] == recorded

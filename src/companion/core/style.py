@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import io
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import matplotlib as mpl
 import matplotlib.pyplot as plt
 import seaborn as sns
 
-FIGURES_ENV = "COMPANION_FIGURES"  # where publish() saves PNGs for other pages
+FIGURES_ENV = "COMPANION_FIGURES"  # read only by publish.runner's PNG staging, which the lead removes on merge
 
 PALETTE = "colorblind"
-
 
 
 def setup_style() -> None:
@@ -23,12 +20,10 @@ def setup_style() -> None:
     mpl.rcParams.update({"figure.dpi": 110, "savefig.dpi": 110, "axes.titleweight": "bold", "figure.autolayout": True})
 
 
-
 def palette(keys: list[str]) -> dict[str, tuple[float, float, float]]:
     """A stable colour-blind-safe colour for each key (language, reward model, ...)."""
     colours = sns.color_palette(PALETTE, n_colors=max(len(keys), 1))
     return dict(zip(keys, colours))
-
 
 
 def label(ax: plt.Axes, title: str, xlabel: str, ylabel: str) -> plt.Axes:
@@ -37,15 +32,6 @@ def label(ax: plt.Axes, title: str, xlabel: str, ylabel: str) -> plt.Axes:
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     return ax
-
-
-def publish(fig: plt.Figure, name: str) -> plt.Figure:
-    """Also save a figure as PNG for other pages (the landing page) when run by `companion run`."""
-    folder = os.environ.get(FIGURES_ENV)
-    if folder:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        fig.savefig(Path(folder) / f"{name}.png", bbox_inches="tight")
-    return fig
 
 
 FIGURE_KEY = "companion/figure"  # output metadata the runner turns into a numbered, captioned figure with alt text
@@ -67,8 +53,8 @@ class BookFigure:
             raise ValueError(f"figure {self.name!r} has no {', '.join(missing)}")
 
 
-def show(book_figure: BookFigure) -> BookFigure:
-    """Display a book figure as a PNG whose output metadata carries its name, caption and alt text."""
+def show(book_figure: BookFigure) -> None:
+    """Display a book figure as a PNG carrying its name, caption and alt text (returns None: no repr under it)."""
     from IPython.display import Image, display
 
     buffer = io.BytesIO()
@@ -76,4 +62,3 @@ def show(book_figure: BookFigure) -> BookFigure:
     plt.close(book_figure.figure)
     meta = {"name": book_figure.name, "caption": book_figure.caption, "alt": book_figure.alt}
     display(Image(data=buffer.getvalue()), metadata={FIGURE_KEY: meta})
-    return book_figure

@@ -63,7 +63,7 @@ def write_generated_pages(generated: Path) -> None:
 
 
 def build(root: Path) -> int:
-    """Build _build/html with warnings as errors; one clear error when pages have not been executed."""
+    """Build _build/html with warnings as errors (plus .nojekyll for GitHub Pages); one clear error for unexecuted pages."""
     book = root / "book"
     write_generated_pages(book / "_generated")
     missing = missing_pages(book)
@@ -75,4 +75,8 @@ def build(root: Path) -> int:
     jupyter_book = shutil.which("jupyter-book") or str(Path(sys.executable).parent / "jupyter-book")
     command = [jupyter_book, "build", str(book), "--config", str(root / "_config.yml"), "--toc",
                str(book / "_toc.yml"), "--path-output", str(root), "-W", "--keep-going"]
-    return subprocess.run(command, cwd=root).returncode
+    returncode = subprocess.run(command, cwd=root).returncode
+    html = root / "_build" / "html"
+    if html.is_dir():  # GitHub Pages' Jekyll would drop _generated/ and _static/ (leading underscores)
+        (html / ".nojekyll").touch()
+    return returncode
