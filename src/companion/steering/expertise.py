@@ -154,3 +154,20 @@ def expert_overlap(table: pd.DataFrame, k: int, how: str = "top") -> pd.DataFram
     sets = {code: set(select_experts(table, code, k, how)["unit"]) for code in codes}
     return pd.DataFrame([[len(sets[a] & sets[b]) / max(len(sets[a] | sets[b]), 1) for b in codes] for a in codes],
                         index=codes, columns=codes)
+
+
+
+def ap_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Per language: mean, median and max AP, the units with AP > 0.9, and chance AP (1 / number of languages)."""
+    summary = table.groupby("language", sort=False)["ap"].agg(["mean", "median", "max"])
+    strong = table[table["ap"] > 0.9].groupby("language", sort=False).size()
+    summary["units with AP > 0.9"] = strong.reindex(summary.index, fill_value=0)
+    summary["chance AP"] = 1 / table["language"].nunique()
+    return summary
+
+
+
+def mean_overlap(overlaps: dict[int, pd.DataFrame]) -> pd.DataFrame:
+    """The mean off-diagonal Jaccard overlap between languages, one column per k."""
+    return pd.DataFrame({k: [m.where(~np.eye(len(m), dtype=bool)).stack().mean()] for k, m in overlaps.items()},
+                        index=["mean overlap between languages"]).rename_axis(columns="k")

@@ -12,6 +12,8 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from companion.core.forward import forward_batches
+from companion.core.stats import mean_ci
+from companion.steering.experiments import Setup
 from companion.steering.expertise import choose
 from companion.steering.interventions import intervene
 
@@ -71,3 +73,31 @@ def steered_generation(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBas
     found = identified_languages(texts, identifier)
     return {"target": target, "k": k, "selection": selection, "continuations": texts,
             "in_target": [code == target for code in found], "perplexity": ppl}
+
+
+
+def generation_sweep(lab: Setup, evaluation: pd.DataFrame, prompts: Sequence[str], targets: Sequence[str],
+                     k_values: Sequence[int], controls: Sequence[str], max_new_tokens: int) -> list[dict]:
+    """steered_generation for every target and k, and for each control at the largest k."""
+    s, identifier = lab.settings, language_identifier()
+    return [steered_generation(lab.model, lab.tokenizer, lab.table, target, k, arm, prompts, list(evaluation[target]),
+                               identifier, s.seed, s.selection, max_new_tokens)
+            for target in tqdm(targets, desc="target language")
+            for k in k_values
+            for arm in ["experts"] + (list(controls) if k == max(k_values) else [])]
+
+
+
+def share_in_target(runs: list[dict], seed: int) -> pd.DataFrame:
+    """Per run: the share of continuations in the target language (bootstrap 95% interval) and the perplexity."""
+    return pd.DataFrame([{"target": r["target"], "k": r["k"], "selection": r["selection"],
+                          **mean_ci(np.array(r["in_target"], dtype=float), seed=seed), "perplexity": r["perplexity"]}
+                         for r in runs])
+
+
+
+def examples(runs: list[dict], prompts: Sequence[str], n: int = 4) -> pd.DataFrame:
+    """The first n prompts and their continuations under each target's experts at the largest k."""
+    largest = max(r["k"] for r in runs)
+    return pd.DataFrame({"prompt": list(prompts[:n]), **{
+        r["target"]: r["continuations"][:n] for r in runs if r["k"] == largest and r["selection"] == "experts"}})
