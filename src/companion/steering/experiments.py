@@ -45,6 +45,14 @@ class Setup:
         return (f"{s.model_name}: {self.table['unit'].nunique():,} units in {self.table['layer'].nunique()} layers, "
                 f"{len(s.languages)} languages, {s.n_find} sentences each")
 
+    def expertise(self, seed: int | None = None, site: str | None = None) -> pd.DataFrame:
+        """The expertise table found on the experts split drawn with seed, for units at site (cached on disk)."""
+        s = self.settings
+        seed, site = s.seed if seed is None else seed, site or s.unit_site
+        if (seed, site) == (s.seed, s.unit_site):
+            return self.table
+        return _table(self.model, self.tokenizer, s, seed, site)
+
     def evaluation(self) -> pd.DataFrame:
         """n_eval aligned sentences per language from the 'eval' split (disjoint from the experts split)."""
         s = self.settings
@@ -56,6 +64,12 @@ def setup(settings: SteeringSettings) -> Setup:
     s = settings
     torch.set_num_threads(s.threads)
     model, tokenizer = load_causal_lm(s.model_name, getattr(torch, s.dtype), s.device_map)
-    table = language_experts(model, tokenizer, s.model_name, list(s.languages), s.n_find, s.seed, s.corpus,
-                             s.parallel_path, s.pooling, s.units, s.batch_size)
-    return Setup(s, model, tokenizer, table)
+    return Setup(s, model, tokenizer, _table(model, tokenizer, s, s.seed, s.unit_site))
+
+
+def _table(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, s: SteeringSettings, seed: int,
+           site: str) -> pd.DataFrame:
+    """The expertise table of these settings for one experts-split seed and unit site."""
+    units = s.units if site == s.unit_site else None
+    return language_experts(model, tokenizer, s.model_name, list(s.languages), s.n_find, seed, s.corpus, s.parallel_path,
+                            s.pooling, units, s.batch_size, site, s.skip_special)

