@@ -34,7 +34,7 @@ def embed_languages(lab: Setup, evaluation: pd.DataFrame, layers: Sequence[int],
     found = {}
     for code in tqdm(lab.languages, desc="before"):
         texts = list(evaluation[code])
-        key = cache_key(model=model_identity(s.model_name), pooling=s.pooling, skip_special=s.skip_special,
+        key = cache_key(model=model_identity(s.model_name), dtype=s.dtype, pooling=s.pooling, skip_special=s.skip_special,
                         texts=hashlib.sha256("\n".join(texts).encode()).hexdigest())
         folder = cache_root() / "embeddings"
         cached = sorted(folder.glob(f"{key}-*.npy"), key=lambda p: -int(p.stem.rsplit("-", 1)[1]))
