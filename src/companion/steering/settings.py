@@ -14,6 +14,11 @@ Positions = Literal["all", "last"]
 DType = Literal["float32", "bfloat16", "float16"]
 UnitSite = Literal["input", "output"]
 
+# The fields with a fixed set of choices, and those choices (checked when settings are made).
+_LITERALS: dict[str, tuple[str, ...]] = {
+    "selection": get_args(Selection), "pooling": get_args(Pooling), "protocol": get_args(Protocol),
+    "positions": get_args(Positions), "dtype": get_args(DType), "unit_site": get_args(UnitSite),
+}
 
 
 @dataclass(frozen=True)
@@ -54,9 +59,3 @@ class SteeringSettings:
                 raise UserError(f"{name}={getattr(self, name)} must be at least 1; pass a positive count")
         if len(self.languages) < 2 or len(set(self.languages)) != len(self.languages):
             raise UserError(f"languages={list(self.languages)} must name at least two distinct languages, e.g. [en, de]")
-
-
-_LITERALS: dict[str, tuple[str, ...]] = {
-    "selection": get_args(Selection), "pooling": get_args(Pooling), "protocol": get_args(Protocol),
-    "positions": get_args(Positions), "dtype": get_args(DType), "unit_site": get_args(UnitSite),
-}
