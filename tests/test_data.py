@@ -21,6 +21,14 @@ def test_bible_splits_are_disjoint_and_aligned() -> None:
     assert not experts.index.equals(other_seed.index)
 
 
+def test_versification_markers_are_stripped_from_real_verses() -> None:
+    frame = corpora.bible_corpus(["en", "de", "fr", "ru"])
+    for code in ("de", "fr", "ru"):  # these versions number some chapters differently and mark it inline
+        assert not frame[code].str.contains(r"\(\d+:\d+\)").any(), code
+    assert frame.loc["1.31.55", "de"].startswith("Und Laban stand am Morgen")  # was "(32:1) Und Laban ..."
+    assert corpora.strip_markers("(8:14)  Und  er sprach (3:2) zu ihm.") == "Und er sprach zu ihm."
+
+
 def test_unknown_language_names_code_and_lists_available() -> None:
     with pytest.raises(UserError, match=r"unknown language 'xx'.*available: ar, de, en"):
         corpora.parallel_corpus(["en", "xx"], n=10, split="eval", seed=0)

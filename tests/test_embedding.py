@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from tiny import ARCHITECTURES, CORPUS, tiny_causal_lm, tiny_tokenizer
 
+from companion.core import forward
 from companion.core.errors import UserError
-from companion.steering import alignment, embeddings, expertise, recording
+from companion.steering import alignment, embeddings, expertise, recording, retrieval
 
 
 def tokenizer_padding(side: str):
@@ -95,24 +97,35 @@ def test_cosine_and_separability_on_known_geometry():
     assert metrics["top1_ab"]["mean"] == 1.0 and set(metrics) >= {"cosine", "silhouette", "top5_ba"}
 
 
-def test_best_ratio_and_protocol_sides():
-    records = [{"selection": "experts", "k": 10, "top1_pre": 0.2, "top1_post": 0.3},
-               {"selection": "experts", "k": 10, "top1_pre": 0.1, "top1_post": 0.25},
-               {"selection": "experts", "k": 10, "top1_pre": 0.0, "top1_post": 0.5},
-               {"selection": "random-target", "k": 10, "top1_pre": 0.1, "top1_post": 0.9}]
-    best = alignment.best_ratio(records)
-    assert best["ratio"] == pytest.approx(2.5) and best["record"] is records[1]
-    assert alignment.best_ratio(records, "random-target")["ratio"] == pytest.approx(9.0)
-    assert alignment.forced_sides("source", ["en", "fr", "ru"], "fr") == ["en", "ru"]
-    assert alignment.forced_sides("both", ["en", "fr", "ru"], "fr") == ["en", "ru", "fr"]
-    with pytest.raises(UserError, match="protocol"):
-        alignment.forced_sides("target", ["en"], "en")
+def test_ordered_pairs_all_or_through_the_pivot():
+    assert retrieval.ordered_pairs(["en", "fr", "ru"]) == [("en", "fr"), ("en", "ru"), ("fr", "en"), ("fr", "ru"),
+                                                          ("ru", "en"), ("ru", "fr")]
+    assert retrieval.ordered_pairs(["en", "fr", "ru"], "pivot") == [("en", "fr"), ("en", "ru"), ("fr", "en"), ("ru", "en")]
 
 
-def test_pair_records_before_equals_after_without_intervention():
-    rng = np.random.default_rng(3)
-    pre = {"en": rng.normal(size=(2, 20, 6)), "fr": rng.normal(size=(2, 20, 6))}
-    pre["fr"][1] = pre["en"][1] + 0.01  # layer 1 aligned: perfect retrieval
-    rows = alignment.pair_records(pre, {}, "en", "fr", [4, 9], center=False, n_boot=100, seed=0)
-    assert [r["layer"] for r in rows] == [4, 9] and rows[1]["top1_pre"] == 1.0
-    assert all(r["top1_pre"] == r["top1_post"] and r["ci_pre"] == r["ci_post"] for r in rows)
+def test_bos_state_does_not_reach_the_pool():
+    """With special tokens skipped, changing the <bos> position's state leaves the pooled embedding unchanged."""
+    rng = torch.Generator().manual_seed(0)
+    hidden = torch.randn(2, 5, 4, generator=rng)
+    ids = torch.tensor([[2, 10, 11, 12, 0], [2, 13, 14, 0, 0]])  # <bos>=2 first, <pad>=0 last
+    mask = (ids != 0).long()
+    keep = forward.content_mask(ids, mask, [0, 2, 3])
+    assert keep.tolist() == [[0, 1, 1, 1, 0], [0, 1, 1, 0, 0]]
+    moved = hidden.clone()
+    moved[:, 0] += 100.0
+    for how in ("mean", "max"):
+        torch.testing.assert_close(forward.pool(moved, keep, how), forward.pool(hidden, keep, how))
+        assert not torch.allclose(forward.pool(moved, mask, how), forward.pool(hidden, mask, how))
+
+
+def test_sentence_embeddings_leave_bos_out_of_the_mean():
+    model, tok = tiny_causal_lm("llama"), tokenizer_padding("right")
+    text = "<bos>the cat sat on the mat"
+    ids = tok(text, return_tensors="pt")["input_ids"]
+    assert ids[0, 0] == tok.bos_token_id
+    with torch.inference_mode():
+        states = model(ids, output_hidden_states=True).hidden_states[2][0]  # the output of block 1
+    without = embeddings.sentence_embeddings(model, tok, [text], [1])[0, 0]
+    with_bos = embeddings.sentence_embeddings(model, tok, [text], [1], skip_special=False)[0, 0]
+    np.testing.assert_allclose(without, states[1:].mean(0).numpy(), atol=1e-5)
+    np.testing.assert_allclose(with_bos, states.mean(0).numpy(), atol=1e-5)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import re
 import sqlite3
 from dataclasses import dataclass
 from functools import lru_cache
@@ -119,6 +120,16 @@ def check_languages(languages: list[str]) -> list[str]:
 
 
 
+VERSIFICATION = re.compile(r"\s*\(\d+:\d+\)\s*")  # "(8:14)": where a version's numbering differs from the KJV's
+
+
+
+def strip_markers(text: str) -> str:
+    """A verse without versification markers such as "(8:14)", which would be identical across translations."""
+    return " ".join(VERSIFICATION.sub(" ", text).split())
+
+
+
 @lru_cache(maxsize=32)
 def _bible_verses(version_code: str) -> pd.Series:
     """All verses of one version, indexed by 'book.chapter.verse'."""
@@ -127,7 +138,7 @@ def _bible_verses(version_code: str) -> pd.Series:
             "SELECT bNumber, cNumber, vNumber, vText FROM bible WHERE bbName = ? ORDER BY bNumber, cNumber, vNumber",
             (version_code,),
         ).fetchall()
-    return pd.Series({f"{b}.{c}.{v}": text.strip() for b, c, v, text in rows}, dtype=object)
+    return pd.Series({f"{b}.{c}.{v}": strip_markers(text) for b, c, v, text in rows}, dtype=object)
 
 
 

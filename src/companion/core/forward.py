@@ -41,6 +41,12 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str = "mean") -> torch.T
     raise ValueError(f"unknown pooling '{how}'; use one of {POOLINGS}")
 
 
+def content_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor, special_ids: Sequence[int]) -> torch.Tensor:
+    """The attention mask with special tokens (<bos>, <eos>, padding) switched off: what a pool should average."""
+    special = torch.isin(input_ids, torch.tensor(list(special_ids), dtype=input_ids.dtype, device=input_ids.device))
+    return attention_mask * ~special
+
+
 def position_ids(mask: torch.Tensor) -> torch.Tensor:
     """Positions counted over real tokens only, so left padding does not shift them."""
     return (mask.long().cumsum(-1) - 1).clamp(min=0)

