@@ -233,7 +233,8 @@ def _units(ctx: Context, name: str) -> None:
         raise ctx.refuse(name, "is empty", f"give at least one value, e.g. {name}={ctx.notebook.defaults.get(name)!r}")
     if any(v < 0 for v in values):
         raise ctx.refuse(name, "is negative", "pass 0 or more experts")
-    if shape and shape[1] and ctx.params.get("units") is None and max(values) > shape[0] * shape[1]:
+    default_units = not ctx.params.get("units") and ctx.params.get("unit_site", "input") == "input"
+    if shape and shape[1] and default_units and max(values) > shape[0] * shape[1]:
         total = shape[0] * shape[1]
         raise ctx.refuse(name, f"asks for more experts than the {total:,} units of {ctx.params['model_name']}",
                          f"pass at most {total}")
@@ -246,11 +247,15 @@ def _pooling() -> tuple[str, ...]:
     return POOLINGS
 
 
-def _selections() -> tuple[str, ...]:
-    """Ways of choosing experts."""
-    from companion.steering.expertise import SELECTIONS
+def _steering_choices(field: str) -> Callable[[], tuple[str, ...]]:
+    """The choices paper A's settings accept for one field (selection, unit_site, ...)."""
 
-    return SELECTIONS
+    def choices() -> tuple[str, ...]:
+        from companion.steering.settings import CHOICES
+
+        return CHOICES[field]
+
+    return choices
 
 
 def _controls() -> tuple[str, ...]:
@@ -267,9 +272,12 @@ CHECKS: dict[str, Check] = {
     "parallel_path": _parallel_path, "preference_path": _preference_path,
     "languages": _languages, "steer_to": _in_languages, "prompt_language": _in_languages,
     "n_find": _split_size, "n_eval": _split_size,
-    "layers": _layers, "projection_layer": _layers, "k": _units, "k_values": _units,
+    "layers": _layers, "projection_layer": _layers, "primary_layer": _layers,
+    "k": _units, "k_values": _units, "primary_k": _units, "sweep_k": _units, "sample_k": _units,
     "test_fraction": _fraction, "units": _regex, "dtype": _dtype,
-    "pooling": one_of(_pooling), "expert_selection": one_of(_selections), "controls": one_of(_controls),
+    "pooling": one_of(_pooling), "controls": one_of(_controls),
+    "control": one_of(_controls), "selection": one_of(_steering_choices("selection")),
+    "unit_site": one_of(_steering_choices("unit_site")), "pairs_scope": one_of(lambda: ("all", "pivot")),
     "positions": one_of(lambda: ("all", "last")), "protocol": one_of(lambda: ("source", "both")),
     "seed": at_least(0), "data_seed": at_least(0), "seeds": at_least(0),
     "beta": at_least(0, strict=True), "learning_rate": at_least(0, strict=True),

@@ -15,7 +15,7 @@ DType = Literal["float32", "bfloat16", "float16"]
 UnitSite = Literal["input", "output"]
 
 # The fields with a fixed set of choices, and those choices (checked when settings are made).
-_LITERALS: dict[str, tuple[str, ...]] = {
+CHOICES: dict[str, tuple[str, ...]] = {
     "selection": get_args(Selection), "pooling": get_args(Pooling), "protocol": get_args(Protocol),
     "positions": get_args(Positions), "dtype": get_args(DType), "unit_site": get_args(UnitSite),
 }
@@ -51,7 +51,7 @@ class SteeringSettings:
         object.__setattr__(self, "languages", tuple(self.languages))
         for name in ("parallel_path", "units", "device_map"):  # "" (a notebook parameter's empty value) means None
             object.__setattr__(self, name, getattr(self, name) or None)
-        for name, choices in _LITERALS.items():
+        for name, choices in CHOICES.items():
             if getattr(self, name) not in choices:
                 raise UserError(f"{name}={getattr(self, name)!r} is not a valid choice; use one of {', '.join(map(repr, choices))}")
         for name in ("n_find", "n_eval", "n_boot", "batch_size", "threads"):
