@@ -83,6 +83,8 @@ def depends_on(task: Task, other: Task, after: dict[str, list[str]]) -> bool:
 class Executor(Protocol):
     """Where tasks run: submit returns a future of the task's Outcome; cancel stops the outstanding ones."""
 
+    parallel: int  # how many tasks it runs at once
+
     def submit(self, task: Task) -> Future: ...  # noqa: D102
 
     def cancel(self, futures: list[Future]) -> None: ...  # noqa: D102
@@ -96,6 +98,8 @@ def run_tasks(tasks: list[Task], after: dict[str, list[str]], executor: Executor
     try:
         while pending or running:
             for task in [t for t in pending if all(n in done for n in needs[t.output])]:
+                if len(running) >= executor.parallel:
+                    break
                 pending.remove(task)
                 failed = [n for n in needs[task.output] if done[n].status == "failed"]
                 if failed:
