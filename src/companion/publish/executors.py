@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -65,13 +66,14 @@ def land(files: dict[str, bytes], outcome: Outcome, generated: Path, task: Task)
 
 def execute_elsewhere(execute: Execute, project: Project, task: Task, profile: str) -> tuple[Outcome, dict[str, bytes]]:
     """Ray task body: execute into a scratch folder on the worker and return the outcome with the files it wrote."""
+    home = project.generated
     if not project.root.exists():  # another node: the project was uploaded as the task's working directory
         moved = Project(Path.cwd(), project.package)
         notebook = replace(task.notebook, path=moved.root / task.notebook.path.relative_to(project.root))
         project, task = moved, replace(task, notebook=notebook)
     with tempfile.TemporaryDirectory(prefix="companion-") as scratch:
         outcome = execute(project, task, profile, Path(scratch))
-        return outcome, collect(Path(scratch))
+        return replace(outcome, message=outcome.message.replace(scratch, str(home))), collect(Path(scratch))
 
 
 class RayExecutor:
@@ -80,6 +82,8 @@ class RayExecutor:
     def __init__(self, execute: Execute, project: Project, profile: str, resources: dict[str, Resources],
                  address: str | None) -> None:
         """Connect to the cluster at address (a new local one when None, or reuse an initialised one)."""
+        os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # every progress line, not 'repeated 2x across cluster'
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")  # plain lines for CI logs
         try:
             import ray
         except ImportError as exc:
