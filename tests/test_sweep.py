@@ -1,6 +1,10 @@
 """Sweeps on a toy project: one output per grid point, per-point up-to-date check, run order, the sweeps page."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -118,3 +122,22 @@ def test_sweep_page_prefers_primary() -> None:
                "best": 3.0, "best_ci": [2.0, 4.0]}
     assert sweep_page.headline(metrics) == [("primary.ratio", 1.5, [1.1, 1.9]), ("primary.layer", 9.0, None),
                                             ("primary.targets.fr.share", 0.5, [0.4, 0.6])]
+
+
+def test_ctrl_c_cancels_and_keeps_last_good_output(tmp_path: Path) -> None:
+    project = toy_project(tmp_path)
+    notebook(project.notebooks / "slow.ipynb", "seconds: int = 0", "import time\ntime.sleep(seconds)", "metrics = {}")
+    run(project, "smoke", only="slow")
+    good = {p: p.read_bytes() for p in (project.generated / "slow.ipynb", project.results / "slow.json")}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(project.source.parent), *sys.path])}
+    command = [sys.executable, "-m", "companion.publish.cli", "--root", str(project.root), "run", "--profile", "smoke",
+               "--only", "slow", "--set", "seconds=120"]
+    with subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True) as process:
+        for line in process.stderr:
+            if "slow: cell 2/" in line:  # the sleeping cell is next
+                break
+        process.send_signal(signal.SIGINT)
+        _, rest = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert "interrupted; cancelled 1 running and 0 waiting notebook(s)" in rest
+    assert all(path.read_bytes() == content for path, content in good.items()), "the last good outputs stay"

@@ -94,7 +94,7 @@ def run_tasks(tasks: list[Task], after: dict[str, list[str]], executor: Executor
               on_done: Callable[[Outcome], None] = lambda outcome: None) -> list[Outcome]:
     """Submit each task once its prerequisites ran; a failed prerequisite fails its dependents; Ctrl-C cancels the rest."""
     needs = {t.output: [o.output for o in tasks if o is not t and depends_on(t, o, after)] for t in tasks}
-    pending, running, done = list(tasks), {}, {}
+    pending, running, done, starting = list(tasks), {}, {}, 0  # starting: a submit in progress (inline execution)
     try:
         while pending or running:
             for task in [t for t in pending if all(n in done for n in needs[t.output])]:
@@ -107,7 +107,9 @@ def run_tasks(tasks: list[Task], after: dict[str, list[str]], executor: Executor
                                                                             "which failed")
                     on_done(done[task.output])
                 else:
+                    starting = 1
                     running[executor.submit(task)] = task
+                    starting = 0
             finished, _ = wait(list(running), return_when=FIRST_COMPLETED) if running else (set(), set())
             for future in finished:
                 task = running.pop(future)
@@ -118,7 +120,7 @@ def run_tasks(tasks: list[Task], after: dict[str, list[str]], executor: Executor
                 on_done(done[task.output])
     except KeyboardInterrupt:
         executor.cancel(list(running))
-        print(f"companion: interrupted; cancelled {len(running)} running and {len(pending)} waiting notebook(s); "
+        print(f"companion: interrupted; cancelled {len(running) + starting} running and {len(pending)} waiting notebook(s); "
               "the last good outputs are left in place", file=sys.stderr, flush=True)
         raise
     return [done[t.output] for t in tasks]
