@@ -23,7 +23,8 @@ def test_lines_per_cell_then_estimate_from_last_run(tmp_path: Path, capsys: pyte
     assert "companion: alpha: started, 5 code cells; no earlier run to estimate from" in first
     cells = [line for line in first if line.startswith("companion: alpha: cell ")]
     assert [re.search(r"cell (\d+)/5 done, \d+ s elapsed", line).group(1) for line in cells] == ["1", "2", "3", "4", "5"]
-    assert any(re.fullmatch(r"companion: \[2/2\] beta ran in \d+ s; about 0 s of recorded work left", line) for line in first)
+    last = r"companion: \[2/2\] beta ran in \d+ s; about 0 s left by the recorded durations"
+    assert any(re.fullmatch(last, line) for line in first)
     recorded = json.loads((project.results / "alpha.json").read_text())["provenance"]["seconds"]
     run(project, "smoke", force=True)
     again = _lines(capsys.readouterr().err)

@@ -83,20 +83,33 @@ def engine_name() -> str:
 
 
 class RunProgress:
-    """Run-level lines: the plan with its expected work, then one line per finished notebook with the work left."""
+    """Run-level lines: the plan with its expected work, then one line per finished notebook with the time left."""
 
     def __init__(self, expected: dict[str, float | None], skipped: int, workers: int) -> None:
         """Announce how many notebooks run, how many are up to date, and the recorded work ahead."""
-        self.expected, self.finished, self.workers = expected, 0, workers
+        self.expected, self.workers, self.finished = expected, workers, 0
+        self.started: dict[str, float] = {}
         known = sum(v for v in expected.values() if v is not None)
         unknown = sum(v is None for v in expected.values())
         _say(f"{len(expected)} notebook(s) to run, {skipped} up to date, {workers} at a time; last recorded durations "
              f"add up to {known:.0f} s" + (f" ({unknown} without a record)" if unknown else ""))
 
+    def start(self, output: str) -> None:
+        """Note when a notebook was handed to the executor."""
+        self.started[output] = time.perf_counter()
+
+    def left(self) -> float:
+        """Seconds left by the recorded durations: the longest running remainder, or all remainders shared by the workers."""
+        now = time.perf_counter()
+        remainders = [max((seconds or 0.0) - (now - self.started[o] if o in self.started else 0.0), 0.0)
+                      for o, seconds in self.expected.items()]
+        running = [r for o, r in zip(self.expected, remainders) if o in self.started]
+        return max(max(running, default=0.0), sum(remainders) / self.workers)
+
     def done(self, outcome: Outcome) -> None:
-        """One line when a notebook finishes: its status and time, and the recorded work still ahead."""
+        """One line when a notebook finishes: its status and time, and the time left by the recorded durations."""
         self.finished += 1
         self.expected.pop(outcome.name, None)
-        left = sum(v for v in self.expected.values() if v is not None)
+        self.started.pop(outcome.name, None)
         _say(f"[{self.finished}/{self.finished + len(self.expected)}] {outcome.name} {outcome.status} in "
-             f"{outcome.seconds:.0f} s; about {left / self.workers:.0f} s of recorded work left")
+             f"{outcome.seconds:.0f} s; about {self.left():.0f} s left by the recorded durations")

@@ -156,7 +156,7 @@ def run(project: Project, profile: str = "default", only: str | None = None, set
         where = executors.executor(executor, execute, project, profile, jobs, needs, address)
         report = RunProgress({t.output: t.expected for t in todo}, len(outcomes), where.parallel)
         try:
-            outcomes += schedule.run_tasks(todo, after, where, report.done)
+            outcomes += schedule.run_tasks(todo, after, where, report)
         finally:
             where.close()
     return sorted(outcomes, key=lambda o: o.name)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from companion.core.errors import UserError
+from companion.publish.progress import RunProgress
 from companion.publish.project import Outcome
 from companion.publish.sweep import Task
 
@@ -90,8 +90,7 @@ class Executor(Protocol):
     def cancel(self, futures: list[Future]) -> None: ...  # noqa: D102
 
 
-def run_tasks(tasks: list[Task], after: dict[str, list[str]], executor: Executor,
-              on_done: Callable[[Outcome], None] = lambda outcome: None) -> list[Outcome]:
+def run_tasks(tasks: list[Task], after: dict[str, list[str]], executor: Executor, progress: RunProgress) -> list[Outcome]:
     """Submit each task once its prerequisites ran; a failed prerequisite fails its dependents; Ctrl-C cancels the rest."""
     needs = {t.output: [o.output for o in tasks if o is not t and depends_on(t, o, after)] for t in tasks}
     pending, running, done, starting = list(tasks), {}, {}, 0  # starting: a submit in progress (inline execution)
@@ -105,8 +104,9 @@ def run_tasks(tasks: list[Task], after: dict[str, list[str]], executor: Executor
                 if failed:
                     done[task.output] = Outcome(task.output, "failed", 0.0, f"{task.output} not run: it needs {failed[0]}, "
                                                                             "which failed")
-                    on_done(done[task.output])
+                    progress.done(done[task.output])
                 else:
+                    progress.start(task.output)
                     starting = 1
                     running[executor.submit(task)] = task
                     starting = 0
@@ -117,7 +117,7 @@ def run_tasks(tasks: list[Task], after: dict[str, list[str]], executor: Executor
                     done[task.output] = future.result()
                 except Exception as exc:  # the executor lost the task (a worker died): report it, keep the others
                     done[task.output] = Outcome(task.output, "failed", 0.0, f"{task.output} failed: {type(exc).__name__}: {exc}")
-                on_done(done[task.output])
+                progress.done(done[task.output])
     except KeyboardInterrupt:
         executor.cancel(list(running))
         print(f"companion: interrupted; cancelled {len(running) + starting} running and {len(pending)} waiting notebook(s); "
