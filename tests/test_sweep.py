@@ -141,3 +141,13 @@ def test_ctrl_c_cancels_and_keeps_last_good_output(tmp_path: Path) -> None:
     assert process.returncode == 130
     assert "interrupted; cancelled 1 running and 0 waiting notebook(s)" in rest
     assert all(path.read_bytes() == content for path, content in good.items()), "the last good outputs stay"
+
+
+def test_sweep_page_without_intervals_shows_what_differs(tmp_path: Path) -> None:
+    folder = tmp_path / "results" / "gamma"
+    folder.mkdir(parents=True)
+    for seed, b in ((0, 2), (1, 3)):
+        payload = {"profile": "smoke", "point": {"seed": seed}, "metrics": {"a": 1, "b": b, "c": {"d": 0.25}}}
+        (folder / f"seed={seed}.json").write_text(json.dumps(payload))
+    page = sweep_page.render(tmp_path / "results")
+    assert "| b | 2 | 3 |" in page and "| a |" not in page and "| c.d |" not in page

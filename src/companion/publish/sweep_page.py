@@ -51,7 +51,8 @@ def _cell(value: float | None, interval: list[float] | None) -> str:
     """'v [low, high]' for the table, '—' when the point lacks the number."""
     if value is None:
         return "—"
-    return f"{value:.4g}" + (f" [{interval[0]:.4g}, {interval[1]:.4g}]" if interval else "")
+    text = str(int(value)) if value.is_integer() and abs(value) < 1e12 else f"{value:.4g}"
+    return text + (f" [{interval[0]:.4g}, {interval[1]:.4g}]" if interval else "")
 
 
 def _label(point: dict[str, Any]) -> str:
@@ -67,6 +68,8 @@ def notebook_section(folder: Path) -> list[str]:
         return []
     columns = [{name: (value, interval) for name, value, interval in headline(p.get("metrics", {}))} for p in points]
     rows = list(dict.fromkeys(name for column in columns for name in column))
+    if len(columns) > 1 and not any(interval for column in columns for _, interval in column.values()):
+        rows = [row for row in rows if len({column.get(row) for column in columns}) > 1]  # without intervals: what differs
     lines = [f"## {folder.name}", "",
              f"Profile `{points[0].get('profile', '?')}`; {len(points)} points; numbers from "
              f"`book/_generated/results/{folder.name}/*.json`, with 95% intervals where the notebook recorded one.", "",
@@ -84,6 +87,7 @@ def render(results: Path) -> str:
              "`companion run --sweep KEY=[v1,v2,...]` runs every point of a grid and keeps each point's executed notebook "
              "and results apart (`book/_generated/NAME/KEY=VALUE.ipynb`, `book/_generated/results/NAME/KEY=VALUE.json`). "
              "This page puts the points side by side: the notebook's primary analysis where it records one, otherwise "
-             "its numbers that carry an interval.", ""]
+             "its numbers that carry an interval, otherwise (for a notebook that records none) the numbers that differ "
+             "between points.", ""]
     sections = [line for folder in sorted(p for p in results.glob("*") if p.is_dir()) for line in notebook_section(folder)]
     return "\n".join(lines + (sections or ["No sweep has been run for this build."])) + "\n"
