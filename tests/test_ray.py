@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def cluster():
     """A two-CPU Ray cluster started for these tests and stopped after them."""
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False)  # never a stale cluster left by `ray start`
     yield
     ray.shutdown()
 

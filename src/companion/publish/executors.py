@@ -81,7 +81,7 @@ class RayExecutor:
 
     def __init__(self, execute: Execute, project: Project, profile: str, resources: dict[str, Resources],
                  address: str | None) -> None:
-        """Connect to the cluster at address (a new local one when None, or reuse an initialised one)."""
+        """Connect to the cluster at address (a new local one when None, never a stale one; reuse an initialised one)."""
         os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # every progress line, not 'repeated 2x across cluster'
         os.environ.setdefault("RAY_COLOR_PREFIX", "0")  # plain lines for CI logs
         try:
@@ -94,7 +94,7 @@ class RayExecutor:
             upload = {"working_dir": str(project.root), "excludes": UPLOAD_EXCLUDES,
                       "py_modules": [str(project.source)]} if address else {}
             try:
-                ray.init(address=address, include_dashboard=False, runtime_env=upload, log_to_driver=True)
+                ray.init(address=address or "local", include_dashboard=False, runtime_env=upload, log_to_driver=True)
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 raise UserError(f"cannot reach a Ray cluster at --address {address}: {exc}; start one with "
                                 "'ray start --head' or leave out --address for a local one") from exc
