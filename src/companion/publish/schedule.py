@@ -85,9 +85,11 @@ class Executor(Protocol):
 
     parallel: int  # how many tasks it runs at once
 
-    def submit(self, task: Task) -> Future: ...  # noqa: D102
+    def submit(self, task: Task) -> Future:
+        """Start the task; a future of its Outcome."""
 
-    def cancel(self, futures: list[Future]) -> None: ...  # noqa: D102
+    def cancel(self, futures: list[Future]) -> None:
+        """Stop the given outstanding tasks."""
 
 
 def run_tasks(tasks: list[Task], after: dict[str, list[str]], executor: Executor, progress: RunProgress) -> list[Outcome]:
