@@ -151,3 +151,10 @@ def test_sweep_page_without_intervals_shows_what_differs(tmp_path: Path) -> None
         (folder / f"seed={seed}.json").write_text(json.dumps(payload))
     page = sweep_page.render(tmp_path / "results")
     assert "| b | 2 | 3 |" in page and "| a |" not in page and "| c.d |" not in page
+
+
+def test_ray_is_imported_only_for_the_ray_executor() -> None:
+    code = ("import sys; import companion.publish.cli, companion.publish.runner, companion.publish.executors; "
+            "print('ray' in sys.modules)")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout.strip() == "False"
