@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -158,3 +159,18 @@ def test_ray_is_imported_only_for_the_ray_executor() -> None:
             "print('ray' in sys.modules)")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_sweep_page_builds_with_warnings_as_errors(tmp_path: Path) -> None:
+    project = toy_project(tmp_path / "project")
+    run(project, "smoke", only="alpha", sweeps=["x=[2,3]"])
+    book = tmp_path / "book"
+    book.mkdir()
+    (book / "_toc.yml").write_text("format: jb-book\nroot: sweeps\n")
+    (book / "_config.yml").write_text("title: sweeps\nonly_build_toc_files: true\nexecute:\n  execute_notebooks: 'off'\n")
+    (book / "sweeps.md").write_text(sweep_page.render(project.results))
+    shutil.copytree(project.generated / "alpha", book / "alpha")  # executed points beside it, outside the toc
+    jupyter_book = Path(sys.executable).parent / "jupyter-book"
+    built = subprocess.run([str(jupyter_book), "build", str(book), "-W", "--keep-going"], capture_output=True, text=True)
+    assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
+    assert "6 [5, 7]" in (book / "_build" / "html" / "sweeps.html").read_text()
