@@ -104,6 +104,8 @@ def test_unknown_executor_and_stray_address(tmp_path: Path) -> None:
         run(project, "smoke", executor="dask")
     with pytest.raises(UserError, match="needs --executor ray"):
         run(project, "smoke", address="auto")
+    with pytest.raises(UserError, match="--jobs 2 is for the local executor"):
+        run(project, "smoke", executor="ray", jobs=2)
 
 
 def test_sweep_page_puts_points_side_by_side(tmp_path: Path) -> None:

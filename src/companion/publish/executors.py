@@ -135,13 +135,20 @@ class RayExecutor:
             self.ray.shutdown()
 
 
-def executor(name: str, execute: Execute, project: Project, profile: str, jobs: int,
-             resources: dict[str, Resources], address: str | None) -> LocalExecutor | RayExecutor:
-    """The executor a run asked for."""
+def check(name: str, jobs: int, address: str | None) -> None:
+    """Refuse executor options that do not go together, before anything runs."""
     if name not in EXECUTORS:
         raise UserError(f"--executor '{name}' is unknown; choose one of: {', '.join(EXECUTORS)}")
     if address and name != "ray":
         raise UserError(f"--address {address} needs --executor ray")
+    if jobs > 1 and name == "ray":
+        raise UserError(f"--jobs {jobs} is for the local executor; Ray runs as many notebooks at once as the cluster's "
+                        "resources allow (see resources: in the profile)")
+
+
+def executor(name: str, execute: Execute, project: Project, profile: str, jobs: int,
+             resources: dict[str, Resources], address: str | None) -> LocalExecutor | RayExecutor:
+    """The executor a run asked for (options already checked)."""
     if name == "ray":
         return RayExecutor(execute, project, profile, resources, address)
     return LocalExecutor(execute, project, profile, jobs)

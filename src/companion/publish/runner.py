@@ -136,6 +136,7 @@ def run(project: Project, profile: str = "default", only: str | None = None, set
         force: bool = False, jobs: int = 1, sweeps: list[str] | None = None, executor: str = "local",
         address: str | None = None) -> list[Outcome]:
     """Validate everything first, then execute the selected notebooks (and grid points) that are not up to date."""
+    executors.check(executor, jobs, address)
     notebooks = profiles.discover(project.notebooks)
     if not notebooks:
         raise UserError(f"no notebooks found under {project.notebooks}")
