@@ -11,11 +11,6 @@ from companion.publish import cli, hashing, profiles
 from companion.publish.project import Project
 from companion.publish.runner import run
 
-FIGURE = (
-    "import os, pathlib\n"
-    "figures = pathlib.Path(os.environ['COMPANION_FIGURES']); figures.mkdir(parents=True, exist_ok=True)\n"
-    "(figures / f'alpha-{x}.png').write_text('png')\n"
-)
 RECORD = (
     "import json, os\n"
     "json.dump({'metrics': {'y': y}, 'models': [], 'data': []}, open(os.environ['COMPANION_RESULTS'], 'w'))"
@@ -41,7 +36,7 @@ def project(tmp_path: Path) -> Project:
     (tmp_path / "src" / "toypkg" / "b.py").write_text("VALUE = 3\n")
     (tmp_path / "notebooks" / "profiles").mkdir(parents=True)
     _notebook(tmp_path / "notebooks" / "alpha.ipynb", "x = 1\nseed = 0",
-              f"from toypkg.a import VALUE\n{FIGURE}assert x != 0, 'x must not be zero'\ny = x * VALUE")
+              "from toypkg.a import VALUE\nassert x != 0, 'x must not be zero'\ny = x * VALUE")
     _notebook(tmp_path / "notebooks" / "beta.ipynb", "z = 1\nseed = 0", "from toypkg.b import VALUE\ny = z * VALUE")
     (tmp_path / "notebooks" / "profiles" / "smoke.yaml").write_text("all:\n  seed: 0\nnotebooks:\n  alpha: {x: 5}\n")
     (tmp_path / "notebooks" / "profiles" / "default.yaml").write_text("description: defaults only\n")
@@ -60,7 +55,6 @@ def test_run_writes_results_then_skips(project: Project) -> None:
     assert _statuses(run(project, "smoke")) == {"alpha": "ran", "beta": "ran"}
     result = json.loads((project.results / "alpha.json").read_text())
     assert result["metrics"] == {"y": 10}
-    assert (project.generated / "figures" / "alpha-5.png").exists()
     assert result["parameters"] == {"x": 5, "seed": 0}
     assert result["profile"] == "smoke" and result["notebook"] == "alpha"
     assert {"git", "models", "data", "packages", "seconds", "input_hash"} <= set(result["provenance"])
@@ -89,7 +83,6 @@ def test_failure_keeps_last_good_output(project: Project) -> None:
     assert "cell [" in outcomes["alpha"].message
     assert (project.generated / "alpha.ipynb").read_text() == good
     assert _metrics(project, "alpha") == {"y": 10}
-    assert not (project.generated / "figures" / "alpha-0.png").exists(), "a failed run publishes no figure"
     assert (project.generated / "alpha.failed.ipynb").exists()
     assert not list(project.results.glob(".*"))  # no half-written results
 

@@ -9,8 +9,6 @@ import matplotlib as mpl
 import matplotlib.pyplot as plt
 import seaborn as sns
 
-FIGURES_ENV = "COMPANION_FIGURES"  # read only by publish.runner's PNG staging, which the lead removes on merge
-
 PALETTE = "colorblind"
 
 

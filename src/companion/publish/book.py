@@ -52,11 +52,13 @@ def bench_page(results_dir: Path) -> str:
 
 def write_generated_pages(generated: Path) -> None:
     """Write the pages computed from results files (claims, benchmarks) before the book is rendered."""
+    from companion.publish import sweep_page
     from companion.publish.claims import render
 
     results = generated / "results"
     (generated / "claims.md").parent.mkdir(parents=True, exist_ok=True)
-    for name, text in (("claims.md", render(results)), ("bench.md", bench_page(results))):
+    for name, text in (("claims.md", render(results)), ("bench.md", bench_page(results)),
+                       ("sweeps.md", sweep_page.render(results))):
         target = generated / name
         if not target.exists() or target.read_text(encoding="utf-8") != text:  # keep mtimes for incremental builds
             target.write_text(text, encoding="utf-8")

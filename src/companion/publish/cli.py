@@ -20,8 +20,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                      help="override a parameter (YAML value), e.g. --set languages=[en,vi]")
     run.add_argument("--force", action="store_true", help="execute even when up to date")
-    run.add_argument("--jobs", type=int, default=1, help="notebooks to execute in parallel")
+    run.add_argument("--jobs", type=int, default=1, help="notebooks to execute in parallel (local executor)")
     run.add_argument("--dry-run", action="store_true", help="check the parameters and list what would run; execute nothing")
+    run.add_argument("--sweep", dest="sweeps", action="append", default=[], metavar="KEY=[V1,V2,...]",
+                     help="run every point of a grid (repeatable: the product), e.g. --sweep seed=[0,1]")
+    run.add_argument("--executor", default="local", help="local (default: this machine) or ray (a Ray cluster)")
+    run.add_argument("--address", help="Ray cluster to join (with --executor ray), e.g. auto or HOST:6379")
     sub.add_parser("build", help="render the executed notebooks and pages into _build/html")
     sub.add_parser("languages", help="list the languages and versions of the embedded parallel corpus")
     return parser
@@ -34,7 +38,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise UserError(f"--jobs must be at least 1, got {args.jobs}")
     outcomes = run(Project(args.root.resolve()), profile=args.profile, only=args.only, sets=args.sets,
-                   force=args.force, jobs=args.jobs, dry_run=args.dry_run)
+                   force=args.force, jobs=args.jobs, sweeps=args.sweeps, executor=args.executor, address=args.address,
+                   dry_run=args.dry_run)
     print(timing_table(outcomes))
     failed = [o for o in outcomes if o.status == "failed"]
     for outcome in failed:
@@ -71,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"companion: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # the runner has cancelled what was outstanding and said so
+        return 130
 
 
 if __name__ == "__main__":

@@ -5,22 +5,22 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from companion.core.errors import UserError
-from companion.publish import preflight, profiles
+from companion.publish import executors, preflight, profiles, schedule, sweep
 from companion.publish.hashing import input_hash, is_up_to_date, package_versions
+from companion.publish.progress import CellProgress, RunProgress, engine_name, last_seconds
 from companion.publish.project import Outcome, Project
 from companion.publish.results import RESULTS_ENV, to_jsonable, write_json_atomic
+from companion.publish.sweep import Task
 
 
 def git_commit(root: Path) -> str:
@@ -35,7 +35,6 @@ def git_commit(root: Path) -> str:
     return f"{commit}-dirty" if dirty else commit
 
 
-
 def kernel_dir() -> Path:
     """A Jupyter data folder whose 'python3' kernel is this interpreter, so notebooks run where companion runs."""
     folder = Path(tempfile.gettempdir()) / f"companion-kernel-{hashlib.sha256(sys.executable.encode()).hexdigest()[:10]}"
@@ -46,7 +45,6 @@ def kernel_dir() -> Path:
     if not target.exists() or json.loads(target.read_text()) != spec:
         write_json_atomic(target, spec)
     return folder
-
 
 
 @contextmanager
@@ -64,7 +62,6 @@ def environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[key] = old
 
 
-
 def _error_message(name: str, exc: Exception, failed_copy: Path) -> str:
     """One line naming the notebook, the failing cell and its error (a multi-line message joined into one line)."""
     cell = getattr(exc, "exec_count", None)
@@ -73,93 +70,92 @@ def _error_message(name: str, exc: Exception, failed_copy: Path) -> str:
     return f"{name} failed in {where}: {ename}: {evalue} (partial run kept at {failed_copy}; last good output left in place)"
 
 
-
-def execute(project: Project, notebook: profiles.Notebook, params: dict[str, Any], profile: str, digest: str) -> Outcome:
-    """Run one notebook; on success atomically replace its output and results, on failure keep both."""
+def execute(project: Project, task: Task, profile: str, generated: Path) -> Outcome:
+    """Run one task into generated; on success atomically replace its output and results, on failure keep both."""
     import nbformat  # imported here, not at the top: a run with nothing to execute stays fast
     import papermill
 
-    from companion.core.style import FIGURES_ENV  # loads matplotlib and seaborn
-    from companion.publish.presentation import present
+    from companion.publish.presentation import present  # loads matplotlib and seaborn
 
-    project.results.mkdir(parents=True, exist_ok=True)
+    target, results = generated / f"{task.output}.ipynb", generated / "results" / f"{task.output}.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    results.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    staging = project.generated / f".{notebook.name}.running.ipynb"
-    staged_results = project.results / f".{notebook.name}.running.json"
-    failed_copy = project.generated / f"{notebook.name}.failed.ipynb"
+    staging = target.with_name(f".{target.name}.running.ipynb")
+    staged_results = results.with_name(f".{results.name}.running.json")
+    failed_copy = generated / f"{task.output}.failed.ipynb"
     staged_results.unlink(missing_ok=True)
-    staged_figures = project.generated / "figures" / f".{notebook.name}.running"
-    shutil.rmtree(staged_figures, ignore_errors=True)
-    kernel_env = {RESULTS_ENV: str(staged_results), "COMPANION_PROFILE": profile, FIGURES_ENV: str(staged_figures),
+    kernel_env = {RESULTS_ENV: str(staged_results), "COMPANION_PROFILE": profile,
                   "JUPYTER_PATH": os.pathsep.join(filter(None, [str(kernel_dir()), os.environ.get("JUPYTER_PATH")])),
                   "PYTHONPATH": os.pathsep.join(filter(None, [str(project.source.parent), os.environ.get("PYTHONPATH")]))}
+    code_cells = sum(c.cell_type == "code" for c in nbformat.read(task.notebook.path, as_version=4).cells)
     try:
         with environment(kernel_env):
-            papermill.execute_notebook(str(notebook.path), str(staging), parameters=to_jsonable(params),
-                                       kernel_name="python3", progress_bar=False, cwd=str(project.root))
+            papermill.execute_notebook(str(task.notebook.path), str(staging), parameters=to_jsonable(task.params),
+                                       kernel_name="python3", progress_bar=False, cwd=str(project.root),
+                                       engine_name=engine_name(),
+                                       progress=CellProgress(task.output, code_cells + bool(task.params), task.expected))
         if not staged_results.exists():
-            raise UserError(f"{notebook.name} did not call companion.results.record(...); add it as the last cell")
+            raise UserError(f"{task.name} did not call companion.results.record(...); add it as the last cell")
     except Exception as exc:  # any failure in the notebook: keep the partial copy, report the failing cell
         if staging.exists():
             os.replace(staging, failed_copy)
         staged_results.unlink(missing_ok=True)
-        shutil.rmtree(staged_figures, ignore_errors=True)
-        return Outcome(notebook.name, "failed", time.perf_counter() - started, _error_message(notebook.name, exc, failed_copy))
+        return Outcome(task.output, "failed", time.perf_counter() - started, _error_message(task.output, exc, failed_copy))
     seconds = time.perf_counter() - started
     recorded = json.loads(staged_results.read_text(encoding="utf-8"))
     provenance = {"git": git_commit(project.root), "models": recorded.get("models", []),
                   "data": recorded.get("data", []), "packages": package_versions(), "seconds": round(seconds, 1),
-                  "input_hash": digest}
+                  "input_hash": task.digest}
     executed = nbformat.read(staging, as_version=4)
-    present(executed, profile, params, provenance)
+    present(executed, profile, task.params, provenance)
     nbformat.write(executed, staging)
-    payload = {"notebook": notebook.name, "profile": profile, "parameters": params,
+    payload = {"notebook": task.name, "profile": profile, "parameters": task.params,
                "metrics": recorded.get("metrics", {}), "provenance": provenance}
-    write_json_atomic(staged_results, payload)
-    os.replace(staging, project.generated / f"{notebook.name}.ipynb")
-    os.replace(staged_results, project.results / f"{notebook.name}.json")
-    for figure in sorted(staged_figures.glob("*.png")):
-        os.replace(figure, staged_figures.parent / figure.name)
-    shutil.rmtree(staged_figures, ignore_errors=True)
+    write_json_atomic(staged_results, {**payload, "point": task.point} if task.point else payload)
+    os.replace(staging, target)
+    os.replace(staged_results, results)
     failed_copy.unlink(missing_ok=True)
-    return Outcome(notebook.name, "ran", seconds)
-
-
-
-def _execute_job(job: tuple[Project, profiles.Notebook, dict[str, Any], str, str]) -> Outcome:
-    """Process-pool entry point for execute()."""
-    return execute(*job)
-
+    return Outcome(task.output, "ran", seconds)
 
 
 def run(project: Project, profile: str = "default", only: str | None = None, sets: list[str] | None = None,
-        force: bool = False, jobs: int = 1, dry_run: bool = False) -> list[Outcome]:
-    """Validate everything first, then execute the selected notebooks that are not up to date (dry_run: only say which)."""
+        force: bool = False, jobs: int = 1, sweeps: list[str] | None = None, executor: str = "local",
+        address: str | None = None, dry_run: bool = False) -> list[Outcome]:
+    """Validate everything first, then execute the selected notebooks (and grid points) that are not up to date.
+
+    dry_run: check the parameters and report what would run, executing nothing.
+    """
+    executors.check(executor, jobs, address)
     notebooks = profiles.discover(project.notebooks)
     if not notebooks:
         raise UserError(f"no notebooks found under {project.notebooks}")
     selected = profiles.select(notebooks, only)
-    profile_values, set_values = profiles.load_profile(project.profiles, profile), profiles.parse_sets(sets or [])
-    resolved = profiles.resolve(notebooks, selected, profile_values, set_values, profile)
+    settings = profiles.load_profile(project.profiles, profile)
+    names = [nb.name for nb in notebooks]
+    after, needs = schedule.prerequisites(settings, names), schedule.resources(settings, names)
+    set_values = profiles.parse_sets(sets or [])
+    tasks = sweep.plan(notebooks, selected, settings, set_values, sweep.parse_sweeps(sweeps or []), profile)
     outcomes, todo = [], []
-    for nb in selected:
-        digest = input_hash(project, nb, resolved[nb.name])
-        if not force and is_up_to_date(project, nb.name, digest):
-            outcomes.append(Outcome(nb.name, "skipped", 0.0, "up to date"))
+    for task in tasks:
+        task = replace(task, digest=input_hash(project, task.notebook, task.params))
+        if not force and is_up_to_date(project, task.output, task.digest):
+            outcomes.append(Outcome(task.output, "skipped", 0.0, "up to date"))
         else:
-            todo.append((project, nb, resolved[nb.name], profile, digest))
-    preflight.check([job[1] for job in todo], resolved, profiles.origin(profile_values, set_values, profile))
+            todo.append(replace(task, expected=last_seconds(project.results, task.output, task.name)))
+    where_from = profiles.origin(settings, set_values, profile)
+    for task in todo:  # every grid point's own parameters, before anything is written
+        preflight.check([task.notebook], {task.notebook.name: task.params}, where_from)
     if dry_run:
-        return sorted(outcomes + [Outcome(job[1].name, "would run", 0.0) for job in todo], key=lambda o: o.name)
-    if jobs > 1 and len(todo) > 1:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
-            outcomes += list(pool.map(_execute_job, todo))
-    else:
-        for job in todo:
-            print(f"running {job[1].name} (profile {profile}) …", flush=True)
-            outcomes.append(_execute_job(job))
+        return sorted(outcomes + [Outcome(task.output, "would run", 0.0) for task in todo], key=lambda o: o.name)
+    if todo:
+        where = executors.executor(executor, execute, project, profile, jobs, needs, address)
+        report = RunProgress({t.output: t.expected for t in todo}, len(outcomes), where.parallel)
+        try:
+            outcomes += schedule.run_tasks(todo, after, where, report)
+        finally:
+            where.close()
     return sorted(outcomes, key=lambda o: o.name)
-
 
 
 def timing_table(outcomes: list[Outcome]) -> str:

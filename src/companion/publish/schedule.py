@@ -1,0 +1,128 @@
+"""Run order and resources from the profile (`after:`, `resources:`), and the loop that hands ready tasks to an executor."""
+
+from __future__ import annotations
+
+import sys
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from companion.core.errors import UserError
+from companion.publish.progress import RunProgress
+from companion.publish.project import Outcome
+from companion.publish.sweep import Task
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one notebook execution asks of a cluster node."""
+
+    cpus: float = 1.0
+    gpus: float = 0.0
+    memory_gb: float | None = None
+
+
+RESOURCE_KEYS = ("cpus", "gpus", "memory_gb")
+
+
+def _resource(where: str, values: Any) -> dict[str, float]:
+    """One resources entry checked: known keys, non-negative numbers."""
+    if not isinstance(values, dict):
+        raise UserError(f"profile resources.{where} must be a mapping like {{cpus: 2, gpus: 1, memory_gb: 16}}")
+    for key, value in values.items():
+        if key not in RESOURCE_KEYS:
+            raise UserError(f"profile resources.{where}: unknown key '{key}'; allowed: {', '.join(RESOURCE_KEYS)}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise UserError(f"profile resources.{where}.{key} must be a non-negative number, got {value!r}")
+    return values
+
+
+def resources(profile: dict[str, Any], names: list[str]) -> dict[str, Resources]:
+    """Each notebook's resources: defaults < resources.all < resources.NOTEBOOK."""
+    declared = profile.get("resources") or {}
+    unknown = [key for key in declared if key != "all" and key not in names]
+    if unknown:
+        raise UserError(f"profile resources names notebook '{unknown[0]}', which does not exist; use 'all' or one of: "
+                        f"{', '.join(names)}")
+    base = _resource("all", declared.get("all") or {})
+    return {name: Resources(**{**base, **_resource(name, declared.get(name) or {})}) for name in names}
+
+
+def prerequisites(profile: dict[str, Any], names: list[str]) -> dict[str, list[str]]:
+    """The profile's `after:` map (notebook -> notebooks whose outputs it needs), checked for names and cycles."""
+    after = profile.get("after") or {}
+    for name, needs in after.items():
+        if not isinstance(needs, list):
+            raise UserError(f"profile after.{name} must be a list of notebook names, e.g. [steering_1_experts]")
+        for other in [name, *needs]:
+            if other not in names:
+                raise UserError(f"profile after: notebook '{other}' does not exist; names are: {', '.join(names)}")
+    state: dict[str, str] = {}
+
+    def visit(name: str) -> None:
+        """Depth-first search that fails on a back edge."""
+        if state.get(name) == "open":
+            raise UserError(f"profile after: notebook '{name}' ends up waiting for itself; remove one entry of the cycle")
+        if state.get(name) != "done":
+            state[name] = "open"
+            for other in after.get(name, []):
+                visit(other)
+            state[name] = "done"
+
+    for name in after:
+        visit(name)
+    return {name: list(after.get(name, [])) for name in names}
+
+
+def depends_on(task: Task, other: Task, after: dict[str, list[str]]) -> bool:
+    """True when task needs other first: its notebook is a prerequisite and their grid points agree."""
+    return other.name in after.get(task.name, []) and all(
+        task.point[key] == value for key, value in other.point.items() if key in task.point)
+
+
+class Executor(Protocol):
+    """Where tasks run: submit returns a future of the task's Outcome; cancel stops the outstanding ones."""
+
+    parallel: int  # how many tasks it runs at once
+
+    def submit(self, task: Task) -> Future:
+        """Start the task; a future of its Outcome."""
+
+    def cancel(self, futures: list[Future]) -> None:
+        """Stop the given outstanding tasks."""
+
+
+def run_tasks(tasks: list[Task], after: dict[str, list[str]], executor: Executor, progress: RunProgress) -> list[Outcome]:
+    """Submit each task once its prerequisites ran; a failed prerequisite fails its dependents; Ctrl-C cancels the rest."""
+    needs = {t.output: [o.output for o in tasks if o is not t and depends_on(t, o, after)] for t in tasks}
+    pending, running, done, starting = list(tasks), {}, {}, 0  # starting: a submit in progress (inline execution)
+    try:
+        while pending or running:
+            for task in [t for t in pending if all(n in done for n in needs[t.output])]:
+                if len(running) >= executor.parallel:
+                    break
+                pending.remove(task)
+                failed = [n for n in needs[task.output] if done[n].status == "failed"]
+                if failed:
+                    done[task.output] = Outcome(task.output, "failed", 0.0, f"{task.output} not run: it needs {failed[0]}, "
+                                                                            "which failed")
+                    progress.done(done[task.output])
+                else:
+                    progress.start(task.output)
+                    starting = 1
+                    running[executor.submit(task)] = task
+                    starting = 0
+            finished, _ = wait(list(running), return_when=FIRST_COMPLETED) if running else (set(), set())
+            for future in finished:
+                task = running.pop(future)
+                try:
+                    done[task.output] = future.result()
+                except Exception as exc:  # the executor lost the task (a worker died): report it, keep the others
+                    done[task.output] = Outcome(task.output, "failed", 0.0, f"{task.output} failed: {type(exc).__name__}: {exc}")
+                progress.done(done[task.output])
+    except KeyboardInterrupt:
+        executor.cancel(list(running))
+        print(f"companion: interrupted; cancelled {len(running) + starting} running and {len(pending)} waiting notebook(s); "
+              "the last good outputs are left in place", file=sys.stderr, flush=True)
+        raise
+    return [done[t.output] for t in tasks]
