@@ -117,16 +117,16 @@ def tiny_book(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copy(ROOT / "book" / "references.bib", root / "book" / "references.bib")
     (root / "book" / "_toc.yml").write_text(yaml.safe_dump({"format": "jb-book", "root": "intro"}))
     (root / "book" / "intro.md").write_text(
-        "# Tiny\n\nRetrieval among {{ results['steering_4_retrieval'].metrics.n_eval }} verses, "
-        "{{ '%.2f' | format(results['steering_4_retrieval'].metrics.top1) }} top-1, profile {{ run.profile }}.\n")
+        "# Tiny\n\nRetrieval among {{ results['steering_3_embedding_space'].metrics.n_eval }} verses, "
+        "{{ '%.2f' | format(results['steering_3_embedding_space'].metrics.top1) }} top-1, profile {{ run.profile }}.\n")
     return root
 
 
 def _build_with(root: Path, n_eval: int, top1: float) -> str:
     """Write a results file, build the book, return the landing page's HTML."""
-    payload = {"notebook": "steering_4_retrieval", "profile": "smoke", "parameters": {},
+    payload = {"notebook": "steering_3_embedding_space", "profile": "smoke", "parameters": {},
                "metrics": {"n_eval": n_eval, "top1": top1}, "provenance": {"seconds": 60.0}}
-    (root / "book" / "_generated" / "results" / "steering_4_retrieval.json").write_text(json.dumps(payload))
+    (root / "book" / "_generated" / "results" / "steering_3_embedding_space.json").write_text(json.dumps(payload))
     assert build(root) == 0
     return (root / "_build" / "html" / "intro.html").read_text()
 
@@ -138,5 +138,5 @@ def test_prose_numbers_follow_the_results_file(tiny_book: Path) -> None:
 
 
 def test_a_number_no_results_file_has_fails_the_build(tiny_book: Path) -> None:
-    (tiny_book / "book" / "_generated" / "results" / "steering_4_retrieval.json").unlink()
+    (tiny_book / "book" / "_generated" / "results" / "steering_3_embedding_space.json").unlink()
     assert build(tiny_book) != 0

@@ -229,12 +229,12 @@ def _units(ctx: Context, name: str) -> None:
     """At most as many experts as the model has units (known for the default units: every MLP's neurons)."""
     shape = model_shape(str(ctx.params.get("model_name", "")))
     values = ctx.params[name] if isinstance(ctx.params[name], list) else [ctx.params[name]]
-    if not values:
+    if not values and name != "sweep_k":  # sweep_k=[]: the exploratory sweep runs at the primary k only
         raise ctx.refuse(name, "is empty", f"give at least one value, e.g. {name}={ctx.notebook.defaults.get(name)!r}")
     if any(v < 0 for v in values):
         raise ctx.refuse(name, "is negative", "pass 0 or more experts")
     default_units = not ctx.params.get("units") and ctx.params.get("unit_site", "input") == "input"
-    if shape and shape[1] and default_units and max(values) > shape[0] * shape[1]:
+    if shape and shape[1] and default_units and max(values, default=0) > shape[0] * shape[1]:
         total = shape[0] * shape[1]
         raise ctx.refuse(name, f"asks for more experts than the {total:,} units of {ctx.params['model_name']}",
                          f"pass at most {total}")
