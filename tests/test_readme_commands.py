@@ -29,7 +29,8 @@ def shown_commands() -> list[str]:
     for page in PAGES:
         text = page.read_text(encoding="utf-8")
         for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
-            found += [line for line in block.replace("\\\n", " ").splitlines() if re.search(r"(^|\s|/)companion\s", line.split("#")[0])]
+            lines = block.replace("\\\n", " ").splitlines()
+            found += [line for line in lines if re.search(r"(^|\s|/)companion\s", line.split("#")[0])]
         found += re.findall(r"(?<!`)`(\.venv/bin/companion [^`\n]+)`", text)
     return list(dict.fromkeys(" ".join(line.split()) for line in found))
 
