@@ -13,7 +13,7 @@ from scipy.sparse import vstack
 from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.linear_model import LogisticRegression
 
-from companion.rewards.preferences import Pair
+from companion.rewards.preferences import Pair, PreferenceSet
 
 
 def _choice_accuracy(margins: np.ndarray) -> np.ndarray:
@@ -57,3 +57,10 @@ def fit_shortcuts(train: list[Pair], seed: int = 0) -> Shortcuts:
     labels = np.r_[np.ones(len(train)), np.zeros(len(train))]
     bow = LogisticRegression(C=1.0, fit_intercept=False, max_iter=1000, random_state=seed).fit(features, labels)
     return Shortcuts(longer_wins, vectorizer, bow)
+
+
+def shortcut_rows(shortcuts: Shortcuts, sets: list[PreferenceSet]) -> list[dict]:
+    """Per set: name, kind of shift, pairs, what it tests, and the accuracy of both shortcut rules."""
+    return [{"name": t.name, "shift": t.shift, "n": len(t.pairs), "description": t.description,
+             "length_rule_acc": float(shortcuts.length_correct(list(t.pairs)).mean()) if t.pairs else None,
+             "bow_rule_acc": float(shortcuts.bow_correct(list(t.pairs)).mean()) if t.pairs else None} for t in sets]

@@ -16,7 +16,7 @@ from transformers import AutoTokenizer
 
 from companion.core.errors import UserError
 from companion.core.stats import percentile_interval, resample_means
-from companion.rewards.baselines import Shortcuts
+from companion.rewards.baselines import Shortcuts, shortcut_rows
 from companion.rewards.preferences import Pair, PreferenceSet, hub_sets, own_file_sets
 from companion.rewards.scoring import correct, keep_fitting, reference_logps, score_models
 from companion.rewards.sentiment_sets import BuildSettings, embedded_sets
@@ -67,7 +67,7 @@ def summarize(frame: pd.DataFrame, shortcuts: Shortcuts | None = None, sets: lis
     """One record per set: both accuracies and the gap (EXRM minus DPORM) with hierarchical 95% intervals,
     and, given the fitted shortcuts and the sets, the accuracy of the length and bag-of-words rules."""
     reps = replicates(frame, n_boot, seed)
-    pairs = {t.name: list(t.pairs) for t in sets or []}
+    rules = {row["name"]: row for row in shortcut_rows(shortcuts, sets or [])} if shortcuts else {}
     records = []
     for (name, shift), part in frame.groupby(["set", "shift"], sort=False):
         exrm, dporm = correctness(part, "exrm"), correctness(part, "dporm")
@@ -77,9 +77,8 @@ def summarize(frame: pd.DataFrame, shortcuts: Shortcuts | None = None, sets: lis
                   "gap": float(exrm.mean() - dporm.mean()),
                   "gap_ci": list(percentile_interval(reps[name][:, 0] - reps[name][:, 1])),
                   "disagreement": float((exrm != dporm).mean())}
-        if shortcuts is not None and name in pairs:
-            record["length_rule_acc"] = float(shortcuts.length_correct(pairs[name]).mean())
-            record["bow_rule_acc"] = float(shortcuts.bow_correct(pairs[name]).mean())
+        if name in rules:
+            record.update(length_rule_acc=rules[name]["length_rule_acc"], bow_rule_acc=rules[name]["bow_rule_acc"])
         records.append(record)
     return records
 
@@ -129,6 +128,31 @@ def pairs_for_half_width(disagreement: float, n_sets: int, half_width: float) ->
 def half_width(interval: list[float] | None) -> float | None:
     """Half the width of an interval."""
     return None if interval is None else (interval[1] - interval[0]) / 2
+
+
+def _fmt(value: float | None, ci: list[float] | None = None) -> str:
+    """A signed value with its interval, or n/a."""
+    return "n/a" if value is None else f"{value:+.3f}" + (f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "")
+
+
+def claim_table(primary: dict) -> pd.DataFrame:
+    """The paper's numbers beside the primary analysis: OOD mean and max gap, ID gap and the fit of both models."""
+    fit = [f"{primary[f'train_acc_{m}']:.3f}" if primary[f"train_acc_{m}"] is not None else "n/a" for m in MODELS]
+    worst = f" ({primary['gap_max_ood_setting']})" if primary["gap_max_ood_setting"] else ""
+    return pd.DataFrame({
+        "paper (Lin et al. 2024)": [f"{PAPER_CLAIM['gap_mean_ood']:+.3f}", f"{PAPER_CLAIM['gap_max_ood']:+.3f}",
+                                    "about 0 (both similar)", "-", "-"],
+        "measured here (95% CI)": [_fmt(primary["gap_mean_ood"], primary["gap_mean_ood_ci"]),
+                                   _fmt(primary["gap_max_ood"], primary["gap_max_ood_ci"]) + worst,
+                                   _fmt(primary["id_gap"], primary["id_gap_ci"]), *fit],
+    }, index=["mean OOD gap (EXRM - DPORM)", "max OOD gap", "in-distribution gap", "DPORM accuracy on training pairs",
+              "EXRM accuracy on training pairs"])
+
+
+def seconds_per_step(logs: dict[int, dict[str, list[dict]]], steps: int) -> dict[str, float]:
+    """Mean seconds per optimizer step of each trainer over seeds (TRL's train_runtime divided by the steps)."""
+    return {key: float(np.mean([[e["train_runtime"] for e in log[key] if "train_runtime" in e][0] / steps
+                                for log in logs.values()])) for key in ("dpo", "rm")}
 
 
 def experiment_sets(build: BuildSettings, preference_path: str = "", hub_dataset: str = "",

@@ -118,16 +118,17 @@ def split_review(text: str, prompt_words: int, human_words: int) -> tuple[str, s
     return " ".join(words[:prompt_words]), " ".join(words[prompt_words:prompt_words + human_words])
 
 
-def _endings(spec: SetSpec, rows: pd.DataFrame, s: BuildSettings, openings: list[str],
-             seed: int) -> list[tuple[str, str]]:
-    """Two endings per opening: sampled from a generator (with seed), or the review's own next words and another's."""
+def _endings(spec: SetSpec, rows: pd.DataFrame, s: BuildSettings, seed: int) -> tuple[list[str], list[tuple[str, str]]]:
+    """Openings and two endings for each: sampled from a generator (with seed), or, for human endings, the words
+    that follow the opening in its own review and in the next review drawn (each review serves one pair only)."""
+    split = [split_review(t, s.prompt_words, s.human_words) for t in rows["text"]]
     if spec.responses == "human":
-        own = [split_review(t, s.prompt_words, s.human_words)[1] for t in rows["text"]]
-        return [(own[i], own[(i + 1) % len(own)]) for i in range(len(own))]
+        return [o for o, _ in split[0::2]], [(a[1], b[1]) for a, b in zip(split[0::2], split[1::2])]
+    openings = [o for o, _ in split]
     model = s.policy if spec.responses == "policy" else s.other_generator
     samples = sample_continuations(SampleSettings(model=model, max_new_tokens=s.max_new_tokens, temperature=spec.temperature,
-                                                    seed=seed), openings)
-    return [(a, b) for a, b in samples]
+                                                  seed=seed), openings)
+    return openings, [(a, b) for a, b in samples]
 
 
 def _candidates(source: pd.DataFrame, s: BuildSettings, wanted: int) -> pd.DataFrame:
@@ -137,7 +138,7 @@ def _candidates(source: pd.DataFrame, s: BuildSettings, wanted: int) -> pd.DataF
 
 
 def build_set(spec: SetSpec, source: pd.DataFrame, n: int, s: BuildSettings, gold: GoldLabeller, seen: set[str],
-              seed: int, rounds: int = 4) -> tuple[list[Pair], pd.DataFrame]:
+              seed: int, rounds: int = 6) -> tuple[list[Pair], pd.DataFrame]:
     """Up to n deduplicated gold-labelled pairs of one set, and the rows of source it did not use.
 
     Each round draws reviews for the pairs still missing (times `oversample`, since the margin and the
@@ -145,12 +146,12 @@ def build_set(spec: SetSpec, source: pd.DataFrame, n: int, s: BuildSettings, gol
     """
     pairs: list[Pair] = []
     for round_number in range(rounds):
-        rows = _candidates(source, s, max(8, int(np.ceil((n - len(pairs)) * s.oversample))))
+        per_pair = 2 if spec.responses == "human" else 1  # a human pair takes two reviews
+        rows = _candidates(source, s, per_pair * max(8, int(np.ceil((n - len(pairs)) * s.oversample))))
         if rows.empty:
             break
         source = source.drop(index=rows.index)
-        openings = [split_review(t, s.prompt_words, s.human_words)[0] for t in rows["text"]]
-        endings = _endings(spec, rows, s, openings, seed + round_number)
+        openings, endings = _endings(spec, rows, s, seed + round_number)
         pairs += deduplicate(labelled_pairs(openings, endings, gold, s.min_margin), seen)[: n - len(pairs)]
         if len(pairs) >= n:
             break
