@@ -130,3 +130,24 @@ def sequence_lengths(lengths: pd.DataFrame, max_length: int) -> BookFigure:
                "see them; pairs over max_length are left out.")
     alt = "Box plots of token counts per set for chosen and rejected responses with a dashed max_length line."
     return BookFigure(fig, "dpo-lengths", caption, alt)
+
+
+def iterative_round(record: dict) -> BookFigure:
+    """Agreement of each labeller with gold, and the gold reward of the policy and of each next policy."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, key, colour_keys in ((axes[0], "agreement", ["dporm", "exrm"]), (axes[1], "gold_reward", None)):
+        names = list(record[key])
+        colours = palette(colour_keys or names)
+        for i, name in enumerate(names):
+            value, ci = record[key][name], record[f"{key}_ci"][name]
+            ax.errorbar(i, value, yerr=_interval(value, ci), fmt="o", capsize=4, color=colours[name])
+        ax.set_xticks(range(len(names)), [NAMES.get(n, n) for n in names], rotation=15, ha="right")
+    axes[0].axhline(0.5, color="grey", linestyle=":", label="chance")
+    axes[0].legend(fontsize="small")
+    label(axes[0], "Labelling fresh policy samples", "labeller", "agreement with the gold labeller")
+    label(axes[1], "Gold reward of the next policy", "policy", "gold log-odds of the asked sentiment")
+    caption = ("One round of iterative DPO: left, how often each reward model picks the same ending as the gold "
+               "labeller on fresh samples of the policy; right, the gold reward of samples on held-out prompts from "
+               "the policy and from the next policies trained on each labeller's pairs (95% bootstrap intervals).")
+    alt = "Two dot plots with intervals: labeller agreement with gold, and gold reward per policy."
+    return BookFigure(fig, "dpo-iterative", caption, alt)

@@ -213,12 +213,17 @@ def _load_from(folders: dict[str, Path], s: TrainSettings) -> RewardModels:
     return RewardModels(policy, rm, tokenizer, logs["dpo"], logs["rm"], folders)
 
 
+def trained_folder(s: TrainSettings, pairs: list[Pair], kind: str, cache: Path | None = None) -> Path:
+    """The cache folder of one trained model ("dpo" or "rm"), trained first when the cache lacks it."""
+    folder = (cache or cache_root()) / "paper-b" / model_key(s, pairs, kind)
+    if not (folder / MARKER).exists():
+        _train_into(folder, s, pairs, kind)
+    return folder
+
+
 def trained_models(s: TrainSettings, pairs: list[Pair], cache: Path | None = None) -> RewardModels:
     """Both reward models for these settings and pairs: each loaded from the cache, or trained and cached first."""
-    folders = {kind: (cache or cache_root()) / "paper-b" / model_key(s, pairs, kind) for kind in ("dpo", "rm")}
-    for kind, folder in folders.items():
-        if not (folder / MARKER).exists():
-            _train_into(folder, s, pairs, kind)
+    folders = {kind: trained_folder(s, pairs, kind, cache) for kind in ("dpo", "rm")}
     try:
         return _load_from(folders, s)
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError):
