@@ -111,3 +111,15 @@ def test_notebooks_are_committed_without_outputs():
         assert all(not c.get("outputs") for c in notebook["cells"] if c["cell_type"] == "code"), path.name
         assert notebook["cells"][0]["cell_type"] == "markdown"
         assert "results.record(" in "".join([c for c in notebook["cells"] if c["cell_type"] == "code"][-1]["source"])
+
+
+def test_each_model_keeps_its_best_rate_and_the_smaller_on_ties():
+    from companion.rewards.tuning import chosen_rates, split_validation
+
+    search = pd.DataFrame({"model": ["dporm"] * 3 + ["exrm"] * 3, "learning_rate": [3e-4, 1e-3, 3e-3] * 2,
+                           "val_acc": [0.6, 0.7, 0.7, 0.8, 0.5, 0.6]})
+    assert chosen_rates(search) == {"dporm": 1e-3, "exrm": 3e-4}
+    fit, val = split_validation(list(range(20)), 0.1)
+    assert fit == list(range(18)) and val == [18, 19]
+    with pytest.raises(UserError, match="val_fraction"):
+        split_validation([1, 2], 0.9)

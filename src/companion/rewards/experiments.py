@@ -178,3 +178,26 @@ def fitted_sets(build: BuildSettings, model: str, max_length: int, preference_pa
     if not kept:
         raise UserError(f"no training pair fits max_length={max_length} tokens; raise max_length or shorten the pairs")
     return kept, [replace(t, pairs=tuple(keep_fitting(list(t.pairs), tokenizer, max_length))) for t in sets], source
+
+
+def primary_for_model(base: TrainSettings, build: BuildSettings, grid: list[float], val_fraction: float,
+                      seeds: list[int], ood: list[str], n_fit: int, n_boot: int) -> dict:
+    """The whole primary analysis for one backbone (a second scale): sets that fit its tokenizer, a learning rate
+    per model, every seed trained and scored, the primary record and the chosen rates."""
+    from companion.rewards.tuning import tuned_settings
+
+    train, sets, _ = fitted_sets(build, base.model, base.max_length)
+    settings, fit_pairs, _ = tuned_settings(base, train, grid, val_fraction)
+    fit_set = PreferenceSet("training pairs", "train", "Pairs both models were trained on.", tuple(fit_pairs[:n_fit]))
+    scores = score_runs(settings, seeds, fit_pairs, [fit_set, *sets])[0]
+    return {"model": base.model, **primary(scores, ood, n_boot=n_boot),
+            "learning_rates": {"dporm": settings.learning_rate, "exrm": settings.rm_learning_rate}}
+
+
+def scale_table(by_scale: list[dict]) -> pd.DataFrame:
+    """One row per backbone: the in-distribution gap, the mean and max OOD gaps with intervals, and the fit."""
+    return pd.DataFrame([{"model": r["model"], "ID gap": _fmt(r["id_gap"], r["id_gap_ci"]),
+                          "mean OOD gap": _fmt(r["gap_mean_ood"], r["gap_mean_ood_ci"]),
+                          "max OOD gap": _fmt(r["gap_max_ood"], r["gap_max_ood_ci"]),
+                          "DPORM train acc": r["train_acc_dporm"], "EXRM train acc": r["train_acc_exrm"]}
+                         for r in by_scale]).set_index("model")
