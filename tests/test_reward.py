@@ -194,3 +194,19 @@ def test_own_file_skips_the_gold_labeller_and_says_so(tmp_path, monkeypatch):
     monkeypatch.setattr("companion.rewards.experiments.embedded_sets", no_gold)
     train, sets, source = experiment_sets(BuildSettings(), str(path), "", 0.25)
     assert len(train) == 6 and "gold labeller is skipped" in source
+
+
+def test_sft_start_is_a_cached_model_folder_both_trainers_load(tiny_folder, tmp_path, monkeypatch):
+    from companion.rewards import sft
+
+    monkeypatch.setenv("COMPANION_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(sft, "sft_texts", lambda n, seed: ["the cat sat on the mat", "a good film, I loved it"] * n)
+    settings = sft.SFTSettings(model=str(tiny_folder), steps=2, batch_size=2, max_length=16, learning_rate=5e-2, lora_r=4)
+    assert sft.sft_backbone(sft.SFTSettings(model="smollm2-135m", steps=0)) == "smollm2-135m"  # no steps: no fine-tune
+    folder = sft.sft_backbone(settings)
+    tuned = training.load_causal_lm(folder)[0]
+    before = tiny_causal_lm("llama").model.layers[0].mlp.down_proj.weight
+    assert not torch.allclose(tuned.model.layers[0].mlp.down_proj.weight, before)  # the adapter was merged in
+    monkeypatch.setattr(sft, "_fine_tune_into", lambda *args: (_ for _ in ()).throw(AssertionError("cached")))
+    assert sft.sft_backbone(settings) == folder
+    assert training.load_reward_backbone(folder).config.num_labels == 1

@@ -8,7 +8,6 @@ of the other pool; it is trained once and cached by content hash.
 
 from __future__ import annotations
 
-import json
 import pickle
 from dataclasses import asdict, dataclass
 from importlib.metadata import version
@@ -83,9 +82,3 @@ def gold_labeller(s: GoldSettings | None = None) -> GoldLabeller:
     with staged_file(path) as tmp:
         tmp.write_bytes(pickle.dumps(labeller))
     return labeller
-
-
-def describe(labeller: GoldLabeller) -> str:
-    """One JSON line naming the classifier, its training size and its held-out accuracies."""
-    return json.dumps({"classifier": "TF-IDF (1-2 gram) logistic regression", "n_train": labeller.n_train,
-                       **labeller.accuracy})

@@ -158,7 +158,7 @@ def build_set(spec: SetSpec, source: pd.DataFrame, n: int, s: BuildSettings, gol
     return pairs, source
 
 
-def _shuffled_sources(test: bool, seed: int) -> dict[str, pd.DataFrame]:
+def shuffled_sources(test: bool, seed: int) -> dict[str, pd.DataFrame]:
     """IMDB and Rotten Tomatoes rows of one pool, each in a seeded random order."""
     frame = pool(reviews(), test)
     rng = np.random.default_rng(seed + int(test))
@@ -170,8 +170,8 @@ def embedded_sets(s: BuildSettings, gold_settings: GoldSettings | None = None) -
     gold = gold_labeller(gold_settings or GoldSettings())
     seen: set[str] = set()
     train_spec = SetSpec("training", "train", "imdb", "policy", "Training pairs.")
-    train, _ = build_set(train_spec, _shuffled_sources(False, s.seed)["imdb"], s.n_train, s, gold, seen, s.seed)
-    sources = _shuffled_sources(True, s.seed)
+    train, _ = build_set(train_spec, shuffled_sources(False, s.seed)["imdb"], s.n_train, s, gold, seen, s.seed)
+    sources = shuffled_sources(True, s.seed)
     sets = []
     for number, name in enumerate(s.sets, start=1):
         spec = SPECS[name]
