@@ -173,9 +173,9 @@ def embedded_sets(s: BuildSettings, gold_settings: GoldSettings | None = None) -
     train, _ = build_set(train_spec, shuffled_sources(False, s.seed)["imdb"], s.n_train, s, gold, seen, s.seed)
     sources = shuffled_sources(True, s.seed)
     sets = []
-    for number, name in enumerate(s.sets, start=1):
+    for name in s.sets:
         spec = SPECS[name]
-        seed = s.seed + 7919 * number  # each set its own sampling seed
+        seed = s.seed + 7919 * (list(SPECS).index(name) + 1)  # each set its own sampling seed, whatever the list
         pairs, sources[spec.openings] = build_set(spec, sources[spec.openings], s.n_test, s, gold, seen, seed)
         sets.append(PreferenceSet(spec.name, spec.shift, spec.description, tuple(pairs)))
     return train, sets
