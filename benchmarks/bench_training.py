@@ -11,12 +11,14 @@ from common import Row
 from transformers import Trainer, TrainerCallback
 
 from companion.core.models import load_causal_lm
-from companion.rewards.preferences import BuildSettings, Pair, training_pairs
+from companion.rewards.gold import gold_labeller
+from companion.rewards.preferences import Pair
 from companion.rewards.scoring import keep_fitting
+from companion.rewards.sentiment_sets import SPECS, BuildSettings, build_set, shuffled_sources
 from companion.rewards.training import TrainSettings, dpo_trainer, load_reward_backbone, reward_trainer
 
-# notebooks/profiles/paper_b.default.yaml: SmolLM2-135M, pairs of at most 48 tokens, batch 8, LoRA rank 16.
-SETTINGS = TrainSettings(model="smollm2-135m", max_length=48, batch_size=8, lora_r=16)
+# notebooks/profiles/paper_b.default.yaml: SmolLM2-135M, pairs of at most 64 tokens, batch 8, LoRA rank 16.
+SETTINGS = TrainSettings(model="smollm2-135m", max_length=64, batch_size=8, lora_r=16)
 
 
 class StepTimer(TrainerCallback):
@@ -44,9 +46,12 @@ def step_seconds(trainer: Trainer) -> list[float]:
 
 
 def bench_pairs(s: TrainSettings, n: int) -> list[Pair]:
-    """The first n default-profile training pairs that fit max_length (both trainers see the same ones)."""
+    """n gold-labelled pairs with human-written endings (no sampling) that fit max_length (both trainers see them)."""
     _, tokenizer = load_causal_lm(s.model)
-    return keep_fitting(training_pairs(BuildSettings(n_train=256)), tokenizer, s.max_length)[:n]
+    build = BuildSettings(n_train=n, n_test=n)
+    source = shuffled_sources(test=False, seed=0)["imdb"]
+    pairs = build_set(SPECS["human-endings"], source, 4 * n, build, gold_labeller(), set(), seed=0)[0]
+    return keep_fitting(pairs, tokenizer, s.max_length)[:n]
 
 
 def training_row(quick: bool) -> Row:

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from companion.core.errors import UserError
 from companion.rewards import experiments as gen
 from companion.rewards.preferences import PreferenceSet
 
@@ -31,36 +32,67 @@ def synthetic_frame() -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+PRIMARY_KEYS = {"settings", "seeds", "n_pairs", "gap_mean_ood", "gap_mean_ood_ci", "gap_max_ood", "gap_max_ood_ci",
+                "id_gap", "id_gap_ci", "train_acc_dporm", "train_acc_exrm"}
+
+
 def test_summary_holds_the_contract_and_the_right_numbers():
     frame = synthetic_frame()
     settings = gen.summarize(frame, n_boot=200)
     assert [r["name"] for r in settings] == ["a", "b", "c"]
     for record in settings:
-        assert {"name", "shift", "dporm_acc", "exrm_acc", "dporm_ci", "exrm_ci", "seeds"} <= set(record)
+        assert {"name", "shift", "dporm_acc", "exrm_acc", "dporm_ci", "exrm_ci", "seeds", "gap_ci"} <= set(record)
         assert record["seeds"] == [0, 1]
         for model in ("dporm", "exrm"):
             low, high = record[f"{model}_ci"]
             assert low <= record[f"{model}_acc"] <= high
     b = settings[1]
-    assert (b["dporm_acc"], b["exrm_acc"], b["gap"]) == pytest.approx((0.5, 0.75, 0.25))
-    gaps = gen.ood_gaps(frame, settings, n_boot=200)
-    assert gaps["gap_mean_ood"] == pytest.approx((0.25 + 0.5) / 2)
-    assert gaps["gap_max_ood"] == pytest.approx(0.5) and gaps["gap_max_ood_setting"] == "c"
-    assert gaps["gap_mean_ood_ci"][0] <= gaps["gap_mean_ood"] <= gaps["gap_mean_ood_ci"][1]
-    json.dumps(settings), json.dumps(gaps)  # JSON-ready
+    assert (b["dporm_acc"], b["exrm_acc"], b["gap"], b["disagreement"]) == pytest.approx((0.5, 0.75, 0.25, 0.25))
+    primary = gen.primary(frame, ["b", "c"], n_boot=200)
+    assert PRIMARY_KEYS <= set(primary)
+    assert primary["gap_mean_ood"] == pytest.approx((0.25 + 0.5) / 2)
+    assert primary["gap_max_ood"] == pytest.approx(0.5) and primary["gap_max_ood_setting"] == "c"
+    assert primary["id_gap"] == 0.0 and primary["n_pairs"] == {"a": 4, "b": 4, "c": 4}
+    assert primary["gap_mean_ood_ci"][0] <= primary["gap_mean_ood"] <= primary["gap_mean_ood_ci"][1]
+    json.dumps(settings), json.dumps(primary)  # JSON-ready
+
+
+def test_hierarchical_intervals_equal_a_direct_computation():
+    """Seeds drawn once per replicate for every set, then pairs within each set; the max over sets per replicate."""
+    frame, n_boot, seed = synthetic_frame(), 300, 7
+    primary = gen.primary(frame, ["b", "c"], n_boot=n_boot, seed=seed)
+    arrays = {name: {model: gen.correctness(part, model) for model in ("exrm", "dporm")}
+              for name, part in frame.groupby("set", sort=False)}
+    rng = np.random.default_rng(seed)
+    seeds = rng.integers(0, 2, size=(n_boot, 2))
+    items = {name: rng.integers(0, 4, size=(n_boot, 4)) for name in arrays}
+    gaps = {name: np.array([np.mean([[arrays[name]["exrm"][s, i] - arrays[name]["dporm"][s, i] for i in items[name][r]]
+                                     for s in seeds[r]]) for r in range(n_boot)]) for name in arrays}
+    mean_ood, max_ood = (gaps["b"] + gaps["c"]) / 2, np.maximum(gaps["b"], gaps["c"])
+    assert primary["gap_mean_ood_ci"] == pytest.approx(list(np.quantile(mean_ood, [0.025, 0.975])))
+    assert primary["gap_max_ood_ci"] == pytest.approx(list(np.quantile(max_ood, [0.025, 0.975])))
+    assert primary["id_gap_ci"] == pytest.approx(list(np.quantile(gaps["a"], [0.025, 0.975])))
 
 
 def test_no_ood_settings_give_empty_gaps():
     frame = synthetic_frame()
-    settings = [r for r in gen.summarize(frame, n_boot=50) if r["shift"] == "id"]
-    assert gen.ood_gaps(frame, settings)["gap_mean_ood"] is None
+    primary = gen.primary(frame, [], n_boot=50)
+    assert primary["gap_mean_ood"] is None and primary["id_gap"] == 0.0
+    with pytest.raises(UserError, match="not scored"):
+        gen.primary(frame, ["nowhere"], n_boot=50)
+
+
+def test_set_size_for_the_target_half_width():
+    n = gen.pairs_for_half_width(0.3, 5, 0.03)
+    assert 1.96 * np.sqrt(0.3 / (5 * n)) <= 0.03 < 1.96 * np.sqrt(0.3 / (5 * (n - 1)))
 
 
 def parameter_names(notebook: Path) -> set[str]:
     """Names assigned in the cell tagged 'parameters'."""
     cells = json.loads(notebook.read_text())["cells"]
     source = "".join(next(c for c in cells if "parameters" in c["metadata"].get("tags", []))["source"])
-    return {target.id for node in ast.parse(source).body if isinstance(node, ast.Assign) for target in node.targets}
+    return {node.target.id if isinstance(node, ast.AnnAssign) else node.targets[0].id for node in ast.parse(source).body
+            if isinstance(node, (ast.Assign, ast.AnnAssign))}
 
 
 @pytest.mark.parametrize("profile", ["smoke", "default", "paper"])
@@ -79,3 +111,15 @@ def test_notebooks_are_committed_without_outputs():
         assert all(not c.get("outputs") for c in notebook["cells"] if c["cell_type"] == "code"), path.name
         assert notebook["cells"][0]["cell_type"] == "markdown"
         assert "results.record(" in "".join([c for c in notebook["cells"] if c["cell_type"] == "code"][-1]["source"])
+
+
+def test_each_model_keeps_its_best_rate_and_the_smaller_on_ties():
+    from companion.rewards.tuning import chosen_rates, split_validation
+
+    search = pd.DataFrame({"model": ["dporm"] * 3 + ["exrm"] * 3, "learning_rate": [3e-4, 1e-3, 3e-3] * 2,
+                           "val_acc": [0.6, 0.7, 0.7, 0.8, 0.5, 0.6]})
+    assert chosen_rates(search) == {"dporm": 1e-3, "exrm": 3e-4}
+    fit, val = split_validation(list(range(20)), 0.1)
+    assert fit == list(range(18)) and val == [18, 19]
+    with pytest.raises(UserError, match="val_fraction"):
+        split_validation([1, 2], 0.9)

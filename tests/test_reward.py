@@ -15,7 +15,9 @@ from transformers import AutoModelForSequenceClassification
 from companion.core.errors import UserError
 from companion.core.preference_files import read_preference_file
 from companion.rewards import scoring, training
-from companion.rewards.preferences import SHIFTS, BuildSettings, evaluation_sets, own_file_sets, training_pairs
+from companion.rewards.experiments import experiment_sets
+from companion.rewards.preferences import own_file_sets
+from companion.rewards.sentiment_sets import BuildSettings
 
 PAIRS = [
     {"prompt": "the cat sat", "chosen": " on the mat", "rejected": " a dull film"},
@@ -124,20 +126,26 @@ def test_trained_models_are_cached_and_reloaded(tiny_folder, tmp_path, monkeypat
     again = training.trained_models(settings, PAIRS, cache=cache)
     np.testing.assert_allclose(scoring.explicit_rewards(again.rm, again.tokenizer, PAIRS, settings.max_length), scores,
                                atol=1e-5)
-    assert first.folder == again.folder and not list(first.folder.parent.glob(".*"))  # no staging left behind
+    assert first.folders == again.folders and not list(first.folders["rm"].parent.glob(".*"))  # no staging left behind
+    # another DPO learning rate retrains the policy only: the reward model's cache entry is reused
+    other_rate = training.TrainSettings(**{**settings.__dict__, "rm_learning_rate": settings.learning_rate,
+                                           "learning_rate": settings.learning_rate / 2})
+    assert training.model_key(other_rate, PAIRS, "rm") == training.model_key(settings, PAIRS, "rm")
+    assert training.model_key(other_rate, PAIRS, "dpo") != training.model_key(settings, PAIRS, "dpo")
 
     monkeypatch.undo()
-    (first.folder / "rm" / "adapter_model.safetensors").write_bytes(b"corrupt")
+    (first.folders["rm"] / "rm" / "adapter_model.safetensors").write_bytes(b"corrupt")
     rebuilt = training.trained_models(settings, PAIRS, cache=cache)
     np.testing.assert_allclose(scoring.explicit_rewards(rebuilt.rm, rebuilt.tokenizer, PAIRS, settings.max_length),
                                scores, atol=1e-5)  # same seed, same data: the rebuilt model scores the same
 
 
 def test_cache_key_changes_with_every_setting():
-    base = training.models_key(SETTINGS, PAIRS)
-    assert training.models_key(training.TrainSettings(**{**SETTINGS.__dict__, "beta": 0.2}), PAIRS) != base
-    assert training.models_key(training.TrainSettings(**{**SETTINGS.__dict__, "seed": 1}), PAIRS) != base
-    assert training.models_key(SETTINGS, PAIRS[:-1]) != base
+    base = training.model_key(SETTINGS, PAIRS, "dpo")
+    assert training.model_key(training.TrainSettings(**{**SETTINGS.__dict__, "beta": 0.2}), PAIRS, "dpo") != base
+    assert training.model_key(training.TrainSettings(**{**SETTINGS.__dict__, "seed": 1}), PAIRS, "dpo") != base
+    assert training.model_key(SETTINGS, PAIRS[:-1], "dpo") != base
+    assert training.model_key(SETTINGS, PAIRS, "rm") != base
 
 
 def test_explicit_reward_reads_the_last_real_token(tokenizer):
@@ -176,17 +184,29 @@ def test_own_file_is_split_into_train_and_held_out_test(tmp_path):
         own_file_sets(path, 0.5, 0)
 
 
-def test_builders_give_valid_disjoint_sets():
-    settings = BuildSettings(n_train=40, n_test=20, seed=3)
-    train, sets = training_pairs(settings), evaluation_sets(settings)
-    assert len(train) == 40 and all(len(s.pairs) == 20 for s in sets)
-    assert [s.shift for s in sets].count("id") == 1 and len(sets) - 1 >= 5
-    assert {"prompt", "response"} <= {s.shift for s in sets} <= set(SHIFTS)
-    seen = {text for pair in train for text in pair.values()}
-    for s in sets:
-        assert len(s.description) > 80
-        for pair in s.pairs:
-            assert all(isinstance(v, str) and v.strip() for v in pair.values())
-            assert pair["chosen"] != pair["rejected"]
-            assert not seen & set(pair.values()), f"{s.name} reuses training text"
-    assert training_pairs(settings) == train  # same seed, same pairs
+def test_own_file_skips_the_gold_labeller_and_says_so(tmp_path, monkeypatch):
+    path = tmp_path / "prefs.jsonl"
+    path.write_text("".join(json.dumps({"prompt": f"p{i}", "chosen": "good", "rejected": "bad"}) + "\n" for i in range(8)))
+
+    def no_gold(*args):
+        raise AssertionError("a user's file must not need the gold labeller")
+
+    monkeypatch.setattr("companion.rewards.experiments.embedded_sets", no_gold)
+    train, sets, source = experiment_sets(BuildSettings(), str(path), "", 0.25)
+    assert len(train) == 6 and "gold labeller is skipped" in source
+
+
+def test_sft_start_is_a_cached_model_folder_both_trainers_load(tiny_folder, tmp_path, monkeypatch):
+    from companion.rewards import sft
+
+    monkeypatch.setenv("COMPANION_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(sft, "sft_texts", lambda n, seed: ["the cat sat on the mat", "a good film, I loved it"] * n)
+    settings = sft.SFTSettings(model=str(tiny_folder), steps=2, batch_size=2, max_length=16, learning_rate=5e-2, lora_r=4)
+    assert sft.sft_backbone(sft.SFTSettings(model="smollm2-135m", steps=0)) == "smollm2-135m"  # no steps: no fine-tune
+    folder = sft.sft_backbone(settings)
+    tuned = training.load_causal_lm(folder)[0]
+    before = tiny_causal_lm("llama").model.layers[0].mlp.down_proj.weight
+    assert not torch.allclose(tuned.model.layers[0].mlp.down_proj.weight, before)  # the adapter was merged in
+    monkeypatch.setattr(sft, "_fine_tune_into", lambda *args: (_ for _ in ()).throw(AssertionError("cached")))
+    assert sft.sft_backbone(settings) == folder
+    assert training.load_reward_backbone(folder).config.num_labels == 1

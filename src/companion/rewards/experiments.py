@@ -1,4 +1,9 @@
-"""Paper B experiment: train both reward models per seed, score every test set, summarise accuracy and gaps."""
+"""Paper B experiment: train both reward models per seed, score every test set, summarise accuracy and gaps.
+
+Intervals are hierarchical and stratified by set: each bootstrap replicate draws seeds (training runs) with
+replacement, then pairs with replacement within each set (`companion.core.stats.resample_means`); a statistic over
+sets (the mean or the maximum of the out-of-distribution gaps) is computed replicate by replicate.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +15,17 @@ from tqdm import tqdm
 from transformers import AutoTokenizer
 
 from companion.core.errors import UserError
-from companion.core.stats import bootstrap_ci
-from companion.rewards.preferences import BuildSettings, Pair, PreferenceSet, experiment_sets
+from companion.core.stats import percentile_interval, resample_means
+from companion.rewards.baselines import Shortcuts, shortcut_rows
+from companion.rewards.preferences import Pair, PreferenceSet, hub_sets, own_file_sets
 from companion.rewards.scoring import correct, keep_fitting, reference_logps, score_models
+from companion.rewards.sentiment_sets import BuildSettings, embedded_sets
 from companion.rewards.training import TrainSettings, backbone_folder, trained_models
 
 MODELS = ("dporm", "exrm")
 PAPER_CLAIM = {"gap_mean_ood": 0.03, "gap_max_ood": 0.07, "n_ood_settings": 5,
                "source": "Lin et al., Findings of EMNLP 2024"}
+Z95 = 1.959964
 
 
 def rewards_frame(t: PreferenceSet, seed: int, scores: dict[str, np.ndarray]) -> pd.DataFrame:
@@ -43,54 +51,153 @@ def score_runs(s: TrainSettings, seeds: list[int], pairs: list[Pair], sets: list
     return pd.concat(frames, ignore_index=True), logs
 
 
-def item_matrix(frame: pd.DataFrame, model: str) -> np.ndarray:
-    """(items, seeds) correctness of one model on one set."""
-    return frame[frame["model"] == model].pivot(index="item", columns="seed", values="correct").to_numpy()
+def correctness(frame: pd.DataFrame, model: str) -> np.ndarray:
+    """(seeds, items) correctness of one model on one set."""
+    return frame[frame["model"] == model].pivot(index="seed", columns="item", values="correct").to_numpy()
 
 
-def item_gaps(frame: pd.DataFrame) -> np.ndarray:
-    """Per-item EXRM minus DPORM correctness, each averaged over seeds."""
-    return item_matrix(frame, "exrm").mean(axis=1) - item_matrix(frame, "dporm").mean(axis=1)
+def replicates(frame: pd.DataFrame, n_boot: int, seed: int) -> dict[str, np.ndarray]:
+    """Hierarchical bootstrap: {set: (n_boot, 2) replicate accuracies of (EXRM, DPORM)}, seeds shared across sets."""
+    groups = {name: (correctness(part, "exrm"), correctness(part, "dporm")) for name, part in frame.groupby("set", sort=False)}
+    return resample_means(groups, n_boot=n_boot, seed=seed)
 
 
-def summarize(frame: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> list[dict]:
-    """One record per set: accuracies of both models with bootstrap 95% CIs over items, and the gap."""
+def summarize(frame: pd.DataFrame, shortcuts: Shortcuts | None = None, sets: list[PreferenceSet] | None = None,
+              n_boot: int = 1000, seed: int = 0) -> list[dict]:
+    """One record per set: both accuracies and the gap (EXRM minus DPORM) with hierarchical 95% intervals,
+    and, given the fitted shortcuts and the sets, the accuracy of the length and bag-of-words rules."""
+    reps = replicates(frame, n_boot, seed)
+    rules = {row["name"]: row for row in shortcut_rows(shortcuts, sets or [])} if shortcuts else {}
     records = []
     for (name, shift), part in frame.groupby(["set", "shift"], sort=False):
-        record = {"name": name, "shift": shift, "n": int(part["item"].nunique()),
-                  "seeds": sorted(int(x) for x in part["seed"].unique())}
-        for model in MODELS:
-            per_item = item_matrix(part, model).mean(axis=1)
-            record[f"{model}_acc"] = float(per_item.mean())
-            record[f"{model}_ci"] = list(bootstrap_ci(per_item, n_boot=n_boot, seed=seed))
-        gaps = item_gaps(part)
-        record["gap"] = float(gaps.mean())
-        record["gap_ci"] = list(bootstrap_ci(gaps, n_boot=n_boot, seed=seed))
+        exrm, dporm = correctness(part, "exrm"), correctness(part, "dporm")
+        record = {"name": name, "shift": shift, "n": int(exrm.shape[1]), "seeds": sorted(int(x) for x in part["seed"].unique()),
+                  "dporm_acc": float(dporm.mean()), "dporm_ci": list(percentile_interval(reps[name][:, 1])),
+                  "exrm_acc": float(exrm.mean()), "exrm_ci": list(percentile_interval(reps[name][:, 0])),
+                  "gap": float(exrm.mean() - dporm.mean()),
+                  "gap_ci": list(percentile_interval(reps[name][:, 0] - reps[name][:, 1])),
+                  "disagreement": float((exrm != dporm).mean())}
+        if name in rules:
+            record.update(length_rule_acc=rules[name]["length_rule_acc"], bow_rule_acc=rules[name]["bow_rule_acc"])
         records.append(record)
     return records
 
 
-def ood_gaps(frame: pd.DataFrame, settings: list[dict], n_boot: int = 1000, seed: int = 0) -> dict:
-    """Mean and max EXRM-minus-DPORM gap over the out-of-distribution settings, with intervals."""
-    ood = [r for r in settings if r["shift"] != "id"]
-    if not ood:
-        return {"gap_mean_ood": None, "gap_mean_ood_ci": None, "gap_max_ood": None, "gap_max_ood_setting": None,
-                "gap_max_ood_ci": None}
-    per_set = [item_gaps(frame[frame["set"] == r["name"]]) for r in ood]
-    worst = max(ood, key=lambda r: r["gap"])
-    # pooled item bootstrap; sets of equal size make the pooled mean the mean of the per-set gaps
-    return {"gap_mean_ood": float(np.mean([r["gap"] for r in ood])),
-            "gap_mean_ood_ci": list(bootstrap_ci(np.concatenate(per_set), n_boot=n_boot, seed=seed)),
-            "gap_max_ood": worst["gap"], "gap_max_ood_setting": worst["name"], "gap_max_ood_ci": worst["gap_ci"]}
+def primary(frame: pd.DataFrame, ood: list[str], n_boot: int = 1000, seed: int = 0) -> dict:
+    """The headline analysis fixed in the profile: ID gap, mean and max gap over the named OOD sets, training fit.
 
+    The mean is stratified (each OOD set weighs the same); the maximum's interval is that of the maximum itself
+    (the largest gap over sets, computed in every replicate), not the interval of whichever set was largest.
+    """
+    reps = replicates(frame[frame["shift"] != "train"], n_boot, seed)
+    missing = [name for name in ood if name not in reps]
+    if missing:
+        raise UserError(f"OOD setting(s) {missing} were not scored; the scored sets are {list(reps)}")
+    gaps = {name: rep[:, 0] - rep[:, 1] for name, rep in reps.items()}
+    point = {name: float(correctness(part, "exrm").mean() - correctness(part, "dporm").mean())
+             for name, part in frame.groupby("set", sort=False)}
+    in_dist = [name for name in frame.loc[frame["shift"] == "id", "set"].unique()]
+    out = {"settings": list(ood), "seeds": sorted(int(x) for x in frame["seed"].unique()),
+           "n_pairs": {name: int(frame.loc[frame["set"] == name, "item"].nunique()) for name in reps},
+           "gap_mean_ood": None, "gap_mean_ood_ci": None, "gap_max_ood": None, "gap_max_ood_ci": None,
+           "gap_max_ood_setting": None, "id_gap": None, "id_gap_ci": None}
+    if ood:
+        stacked = np.stack([gaps[name] for name in ood])
+        worst = max(ood, key=point.get)
+        out.update(gap_mean_ood=float(np.mean([point[name] for name in ood])),
+                   gap_mean_ood_ci=list(percentile_interval(stacked.mean(axis=0))),
+                   gap_max_ood=point[worst], gap_max_ood_ci=list(percentile_interval(stacked.max(axis=0))),
+                   gap_max_ood_setting=worst)
+    if in_dist:
+        out.update(id_gap=point[in_dist[0]], id_gap_ci=list(percentile_interval(gaps[in_dist[0]])))
+    train = frame[frame["shift"] == "train"]
+    for model in MODELS:
+        out[f"train_acc_{model}"] = float(correctness(train, model).mean()) if len(train) else None
+    return out
+
+
+def pairs_for_half_width(disagreement: float, n_sets: int, half_width: float) -> int:
+    """Pairs per set for a target 95% half-width of the mean gap over n_sets equal sets, pairs treated as independent.
+
+    A pair's gap (EXRM minus DPORM correctness) is -1, 0 or +1; with the two models disagreeing on a share d of
+    pairs and a small mean gap its variance is about d, so the half-width is 1.96 * sqrt(d / (n_sets * n)).
+    """
+    return int(np.ceil(disagreement * (Z95 / half_width) ** 2 / n_sets))
+
+
+def half_width(interval: list[float] | None) -> float | None:
+    """Half the width of an interval."""
+    return None if interval is None else (interval[1] - interval[0]) / 2
+
+
+def _fmt(value: float | None, ci: list[float] | None = None) -> str:
+    """A signed value with its interval, or n/a."""
+    return "n/a" if value is None else f"{value:+.3f}" + (f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "")
+
+
+def claim_table(primary: dict) -> pd.DataFrame:
+    """The paper's numbers beside the primary analysis: OOD mean and max gap, ID gap and the fit of both models."""
+    fit = [f"{primary[f'train_acc_{m}']:.3f}" if primary[f"train_acc_{m}"] is not None else "n/a" for m in MODELS]
+    worst = f" ({primary['gap_max_ood_setting']})" if primary["gap_max_ood_setting"] else ""
+    return pd.DataFrame({
+        "paper (Lin et al. 2024)": [f"{PAPER_CLAIM['gap_mean_ood']:+.3f}", f"{PAPER_CLAIM['gap_max_ood']:+.3f}",
+                                    "about 0 (both similar)", "-", "-"],
+        "measured here (95% CI)": [_fmt(primary["gap_mean_ood"], primary["gap_mean_ood_ci"]),
+                                   _fmt(primary["gap_max_ood"], primary["gap_max_ood_ci"]) + worst,
+                                   _fmt(primary["id_gap"], primary["id_gap_ci"]), *fit],
+    }, index=["mean OOD gap (EXRM - DPORM)", "max OOD gap", "in-distribution gap", "DPORM accuracy on training pairs",
+              "EXRM accuracy on training pairs"])
+
+
+def seconds_per_step(logs: dict[int, dict[str, list[dict]]], steps: int) -> dict[str, float]:
+    """Mean seconds per optimizer step of each trainer over seeds (TRL's train_runtime divided by the steps)."""
+    return {key: float(np.mean([[e["train_runtime"] for e in log[key] if "train_runtime" in e][0] / steps
+                                for log in logs.values()])) for key in ("dpo", "rm")}
+
+
+def experiment_sets(build: BuildSettings, preference_path: str = "", hub_dataset: str = "",
+                    test_fraction: float = 0.25) -> tuple[list[Pair], list[PreferenceSet], str]:
+    """Training pairs, test sets and one line saying where they come from: a user's file, a hub dataset or the
+    embedded gold-labelled sets."""
+    if preference_path:
+        train, sets = own_file_sets(preference_path, test_fraction, build.seed)
+        return train, sets, f"Pairs from {preference_path}: the gold labeller is skipped; the file's labels are the truth."
+    if hub_dataset:
+        train, sets = hub_sets(hub_dataset, build.n_train, build.n_test, build.seed)
+        return train, sets, f"Pairs from {hub_dataset}: the gold labeller is skipped; the dataset's labels are the truth."
+    train, sets = embedded_sets(build)
+    return train, sets, "Embedded sets: generated and human continuations of review openings, labelled by the gold classifier."
 
 
 def fitted_sets(build: BuildSettings, model: str, max_length: int, preference_path: str = "", hub_dataset: str = "",
-                test_fraction: float = 0.25) -> tuple[list[Pair], list[PreferenceSet]]:
+                test_fraction: float = 0.25) -> tuple[list[Pair], list[PreferenceSet], str]:
     """Training pairs and test sets, keeping only pairs whose sequences fit max_length for this tokenizer."""
-    train, sets = experiment_sets(build, preference_path, hub_dataset, test_fraction)
+    train, sets, source = experiment_sets(build, preference_path, hub_dataset, test_fraction)
     tokenizer = AutoTokenizer.from_pretrained(backbone_folder(model))
     kept = keep_fitting(train, tokenizer, max_length)
     if not kept:
         raise UserError(f"no training pair fits max_length={max_length} tokens; raise max_length or shorten the pairs")
-    return kept, [replace(t, pairs=tuple(keep_fitting(list(t.pairs), tokenizer, max_length))) for t in sets]
+    return kept, [replace(t, pairs=tuple(keep_fitting(list(t.pairs), tokenizer, max_length))) for t in sets], source
+
+
+def primary_for_model(base: TrainSettings, build: BuildSettings, grid: list[float], val_fraction: float,
+                      seeds: list[int], ood: list[str], n_fit: int, n_boot: int) -> dict:
+    """The whole primary analysis for one backbone (a second scale): sets that fit its tokenizer, a learning rate
+    per model, every seed trained and scored, the primary record and the chosen rates."""
+    from companion.rewards.tuning import tuned_settings
+
+    train, sets, _ = fitted_sets(build, base.model, base.max_length)
+    settings, fit_pairs, _ = tuned_settings(base, train, grid, val_fraction)
+    fit_set = PreferenceSet("training pairs", "train", "Pairs both models were trained on.", tuple(fit_pairs[:n_fit]))
+    scores = score_runs(settings, seeds, fit_pairs, [fit_set, *sets])[0]
+    return {"model": base.model, **primary(scores, ood, n_boot=n_boot),
+            "learning_rates": {"dporm": settings.learning_rate, "exrm": settings.rm_learning_rate}}
+
+
+def scale_table(by_scale: list[dict]) -> pd.DataFrame:
+    """One row per backbone: the in-distribution gap, the mean and max OOD gaps with intervals, and the fit."""
+    return pd.DataFrame([{"model": r["model"], "ID gap": _fmt(r["id_gap"], r["id_gap_ci"]),
+                          "mean OOD gap": _fmt(r["gap_mean_ood"], r["gap_mean_ood_ci"]),
+                          "max OOD gap": _fmt(r["gap_max_ood"], r["gap_max_ood_ci"]),
+                          "DPORM train acc": r["train_acc_dporm"], "EXRM train acc": r["train_acc_exrm"]}
+                         for r in by_scale]).set_index("model")

@@ -6,12 +6,13 @@ head's output on prompt + response + EOS. A pair is ranked correctly when the ch
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import torch
 from peft import PeftModel
 from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from companion.rewards.preferences import Pair
+from companion.rewards.preferences import Pair, PreferenceSet
 from companion.rewards.training import RewardModels
 
 
@@ -141,3 +142,10 @@ def score_models(models: RewardModels, pairs: list[Pair], ref: np.ndarray, beta:
     policy = pair_logps(models.policy, models.tokenizer, pairs, max_length, batch_size, desc="policy log-probs")
     return {"dporm": implicit_rewards(policy, ref, beta),
             "exrm": explicit_rewards(models.rm, models.tokenizer, pairs, max_length, batch_size)}
+
+
+def lengths_frame(tokenizer: PreTrainedTokenizerBase, sets: list[PreferenceSet]) -> pd.DataFrame:
+    """Long table (set, response, tokens) of prompt + response token counts for every pair of every set."""
+    return pd.concat([pd.DataFrame({"set": t.name, "response": ["chosen", "rejected"] * len(t.pairs),
+                                    "tokens": sequence_lengths(tokenizer, list(t.pairs)).ravel()})
+                      for t in sets if t.pairs], ignore_index=True)

@@ -1,4 +1,4 @@
-"""Train both reward models with TRL on the same pairs and budget, cached on disk.
+"""Train both reward models with TRL on the same pairs and budget, each cached on disk by content hash.
 
 DPORM is a LoRA DPO policy (its reference: the same backbone with the adapters disabled); EXRM is the same
 backbone with a scalar head, trained by TRL's RewardTrainer."""
@@ -10,7 +10,7 @@ import json
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ class TrainSettings:
     steps: int = 32
     batch_size: int = 8
     learning_rate: float = 1e-3
+    rm_learning_rate: float | None = None  # the reward model's own rate (None: the same as DPO's)
     seed: int = 0
     device_map: str | None = None
 
@@ -156,65 +157,80 @@ def pairs_fingerprint(pairs: list[Pair]) -> str:
     return hashlib.sha256(json.dumps(pairs, sort_keys=True).encode()).hexdigest()
 
 
+def for_kind(s: TrainSettings, kind: str) -> TrainSettings:
+    """The settings one trainer sees: the reward model gets its own learning rate when one is set."""
+    return replace(s, learning_rate=s.rm_learning_rate) if kind == "rm" and s.rm_learning_rate else s
 
-def models_key(s: TrainSettings, pairs: list[Pair]) -> str:
-    """The cache key of a trained pair of reward models: settings, backbone, training pairs, library versions."""
+
+def model_key(s: TrainSettings, pairs: list[Pair], kind: str) -> str:
+    """The cache key of one trained model ("dpo" or "rm"): what its trainer sees, backbone, pairs, library versions."""
     import peft
     import trl
 
-    return cache_key(settings=asdict(s), model=model_identity(s.model), data=pairs_fingerprint(pairs),
+    settings = asdict(for_kind(s, kind))
+    settings.pop("rm_learning_rate")
+    if kind == "rm":
+        settings.pop("beta")  # the reward model does not use the DPO temperature
+    return cache_key(kind=kind, settings=settings, model=model_identity(s.model), data=pairs_fingerprint(pairs),
                      versions=[trl.__version__, peft.__version__, torch.__version__])
 
 
-
-def _train_into(folder: Path, s: TrainSettings, pairs: list[Pair]) -> None:
-    """Train both models and save their adapters and logs into folder (written in a temp dir, then renamed)."""
+def _train_into(folder: Path, s: TrainSettings, pairs: list[Pair], kind: str) -> None:
+    """Train one model and save its adapter and log into folder (written in a temp dir, then renamed)."""
+    s = for_kind(s, kind)
     with staged_folder(folder) as staging:
-        model, tokenizer = load_causal_lm(s.model, device_map=s.device_map)
-        policy, dpo_log = train_dpo(model, tokenizer, pairs, s, staging / "dpo-run")
-        policy.save_pretrained(staging / "dpo")
-        rm, rm_log = train_reward(load_reward_backbone(s.model, s.device_map), tokenizer, pairs, s, staging / "rm-run")
-        rm.save_pretrained(staging / "rm")
-        (staging / MARKER).write_text(json.dumps({"settings": asdict(s), "dpo_log": dpo_log, "rm_log": rm_log}))
-
+        if kind == "dpo":
+            model, tokenizer = load_causal_lm(s.model, device_map=s.device_map)
+            trained, log = train_dpo(model, tokenizer, pairs, s, staging / "run")
+        else:
+            tokenizer = load_causal_lm(s.model, device_map=s.device_map)[1]
+            trained, log = train_reward(load_reward_backbone(s.model, s.device_map), tokenizer, pairs, s, staging / "run")
+        trained.save_pretrained(staging / kind)
+        shutil.rmtree(staging / "run", ignore_errors=True)
+        (staging / MARKER).write_text(json.dumps({"settings": asdict(s), "log": log}))
 
 
 @dataclass
 class RewardModels:
-    """A trained DPO policy (DPORM) and explicit reward model (EXRM) with their training logs."""
+    """A trained DPO policy (DPORM) and explicit reward model (EXRM) with their training logs and cache folders."""
 
     policy: PeftModel
     rm: PeftModel
     tokenizer: PreTrainedTokenizerBase
     dpo_log: list[dict[str, float]]
     rm_log: list[dict[str, float]]
-    folder: Path
+    folders: dict[str, Path]
 
 
-
-def _load_from(folder: Path, s: TrainSettings) -> RewardModels:
-    """Load both adapters and the logs from a complete cache folder."""
-    meta = json.loads((folder / MARKER).read_text())
+def _load_from(folders: dict[str, Path], s: TrainSettings) -> RewardModels:
+    """Load both adapters and their logs from complete cache folders."""
+    logs = {kind: json.loads((folder / MARKER).read_text())["log"] for kind, folder in folders.items()}
     base, tokenizer = load_causal_lm(s.model, device_map=s.device_map)
-    policy = PeftModel.from_pretrained(base, folder / "dpo").eval()
+    policy = PeftModel.from_pretrained(base, folders["dpo"] / "dpo").eval()
     rm_base = load_reward_backbone(s.model, s.device_map)
     rm_base.config.pad_token_id = tokenizer.pad_token_id
-    rm = PeftModel.from_pretrained(rm_base, folder / "rm").eval()
-    return RewardModels(policy, rm, tokenizer, meta["dpo_log"], meta["rm_log"], folder)
+    rm = PeftModel.from_pretrained(rm_base, folders["rm"] / "rm").eval()
+    return RewardModels(policy, rm, tokenizer, logs["dpo"], logs["rm"], folders)
 
+
+def trained_folder(s: TrainSettings, pairs: list[Pair], kind: str, cache: Path | None = None) -> Path:
+    """The cache folder of one trained model ("dpo" or "rm"), trained first when the cache lacks it."""
+    folder = (cache or cache_root()) / "paper-b" / model_key(s, pairs, kind)
+    if not (folder / MARKER).exists():
+        _train_into(folder, s, pairs, kind)
+    return folder
 
 
 def trained_models(s: TrainSettings, pairs: list[Pair], cache: Path | None = None) -> RewardModels:
-    """Both reward models for these settings and pairs: loaded from the cache, or trained and cached first."""
-    folder = (cache or cache_root()) / "paper-b" / models_key(s, pairs)
-    if (folder / MARKER).exists():
-        try:
-            return _load_from(folder, s)
-        except (OSError, ValueError, KeyError, RuntimeError, SafetensorError):
-            shutil.rmtree(folder, ignore_errors=True)  # corrupt entry: rebuild below
-    _train_into(folder, s, pairs)
-    return _load_from(folder, s)
-
+    """Both reward models for these settings and pairs: each loaded from the cache, or trained and cached first."""
+    folders = {kind: trained_folder(s, pairs, kind, cache) for kind in ("dpo", "rm")}
+    try:
+        return _load_from(folders, s)
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError):
+        for kind, folder in folders.items():  # a corrupt entry: rebuild both once
+            shutil.rmtree(folder, ignore_errors=True)
+            _train_into(folder, s, pairs, kind)
+        return _load_from(folders, s)
 
 
 def train_curve(log: list[dict[str, float]], metric: str) -> list[tuple[int, float]]:

@@ -1,0 +1,111 @@
+"""One round of iterative DPO, as Lin et al. motivate: each reward model labels fresh samples of the policy.
+
+The trained DPO policy (first seed) writes two endings for new prompts; DPORM and EXRM each say which ending is
+better, and their agreement with the gold labeller is measured. Each labeller's pairs are added to the training pairs
+and a next policy is trained by DPO on them; the gold reward of that policy's samples on held-out prompts (log-odds
+of the target sentiment) says which labeller makes the better next policy.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from peft import PeftModel
+
+from companion.core.files import staged_folder
+from companion.core.models import MARKER, load_causal_lm
+from companion.core.stats import percentile_interval, resample_means
+from companion.rewards.gold import GoldLabeller
+from companion.rewards.preferences import Pair, normalise, pool, reviews
+from companion.rewards.sampling import SampleSettings, sample_continuations
+from companion.rewards.scoring import reference_logps, score_models
+from companion.rewards.sentiment_sets import TARGETS, prompt_text, split_review
+from companion.rewards.training import TrainSettings, trained_folder, trained_models
+
+
+@dataclass(frozen=True)
+class RoundSettings:
+    """Prompts labelled in the round, held-out prompts for the gold reward, and how endings are sampled."""
+
+    n_prompts: int = 128
+    n_eval: int = 64
+    prompt_words: int = 8
+    max_new_tokens: int = 24
+    seed: int = 0
+
+
+def merged_policy(s: TrainSettings, pairs: list[Pair]) -> str:
+    """A folder with the DPO policy of these settings and pairs, adapter merged, that generate() can load (cached)."""
+    adapter = trained_folder(s, pairs, "dpo")
+    folder = adapter / "merged"
+    if not (folder / MARKER).exists():
+        with staged_folder(folder) as staging:
+            base, tokenizer = load_causal_lm(s.model)
+            PeftModel.from_pretrained(base, adapter / "dpo").merge_and_unload().save_pretrained(staging)
+            tokenizer.save_pretrained(staging)
+            (staging / MARKER).write_text(json.dumps({"adapter": adapter.name}))
+    return str(folder)
+
+
+def round_prompts(n: int, r: RoundSettings, test: bool) -> tuple[list[str], np.ndarray]:
+    """n prompts (alternating targets) from IMDB openings of the training or test pool, and each target's sign."""
+    imdb = pool(reviews(), test)
+    imdb = imdb[imdb["source"] == "imdb"]
+    rows = imdb.iloc[np.random.default_rng(r.seed + 100 + int(test)).permutation(len(imdb))[:n]]
+    openings = [split_review(t, r.prompt_words, 0)[0] for t in rows["text"]]
+    targets = [TARGETS[i % 2] for i in range(len(openings))]
+    return [prompt_text(o, t) for o, t in zip(openings, targets)], np.array([1.0 if t == "positive" else -1.0 for t in targets])
+
+
+def _samples(folder: str, prompts: list[str], r: RoundSettings) -> list[list[str]]:
+    """Two sampled endings of each prompt from a merged policy folder."""
+    return sample_continuations(SampleSettings(model=folder, max_new_tokens=r.max_new_tokens, seed=r.seed), prompts)
+
+
+def aligned_gold(gold: GoldLabeller, samples: list[list[str]], signs: np.ndarray) -> np.ndarray:
+    """Per prompt, the mean gold log-odds of its endings in the direction of its target."""
+    scores = gold.reward([e for pair in samples for e in pair]).reshape(len(samples), -1)
+    return scores.mean(axis=1) * signs
+
+
+def iterative_round(s: TrainSettings, fit_pairs: list[Pair], gold: GoldLabeller, r: RoundSettings,
+                    n_boot: int = 1000) -> dict:
+    """Agreement of DPORM and EXRM with gold on fresh policy samples, and the gold reward of each next policy."""
+    prompts, signs = round_prompts(r.n_prompts, r, test=False)
+    samples = _samples(merged_policy(s, fit_pairs), prompts, r)
+    keep = [i for i, (a, b) in enumerate(samples) if normalise(a) != normalise(b)]
+    pairs = [{"prompt": prompts[i], "chosen": " " + samples[i][0], "rejected": " " + samples[i][1]} for i in keep]
+    models = trained_models(s, fit_pairs)
+    ref = reference_logps(models.policy, models.tokenizer, pairs, s.max_length)
+    gold_margin = gold.reward([p["chosen"] for p in pairs]) - gold.reward([p["rejected"] for p in pairs])
+    gold_first = signs[keep] * gold_margin > 0
+    agree, next_pairs = {}, {}
+    for labeller, rewards in score_models(models, pairs, ref, s.beta, s.max_length).items():
+        first = rewards[:, 0] > rewards[:, 1]
+        agree[labeller] = (first == gold_first).astype(float)
+        next_pairs[labeller] = fit_pairs + [p if f else {**p, "chosen": p["rejected"], "rejected": p["chosen"]}
+                                            for p, f in zip(pairs, first)]
+    eval_prompts, eval_signs = round_prompts(r.n_eval, r, test=True)
+    policies = {"policy": merged_policy(s, fit_pairs),
+                **{f"next ({name.upper()} labels)": merged_policy(s, next_pairs[name])
+                   for name in ("dporm", "exrm")}}
+    reward = {name: aligned_gold(gold, _samples(folder, eval_prompts, r), eval_signs) for name, folder in policies.items()}
+    reps = resample_means({"agreement": tuple(a[None] for a in agree.values()),
+                           "gold": tuple(v[None] for v in reward.values())}, n_boot=n_boot, seed=r.seed)
+    return {"n_pairs": len(pairs), "n_eval": len(eval_prompts),
+            "agreement": {k: float(v.mean()) for k, v in agree.items()},
+            "agreement_ci": {k: list(percentile_interval(reps["agreement"][:, i])) for i, k in enumerate(agree)},
+            "gold_reward": {k: float(v.mean()) for k, v in reward.items()},
+            "gold_reward_ci": {k: list(percentile_interval(reps["gold"][:, i])) for i, k in enumerate(reward)}}
+
+
+def round_table(record: dict) -> pd.DataFrame:
+    """The round's two questions as a table: agreement with gold per labeller, gold reward per policy."""
+    rows = [{"quantity": f"agreement with gold, {k.upper()}", "value": v, "95% interval": record["agreement_ci"][k]}
+            for k, v in record["agreement"].items()]
+    rows += [{"quantity": f"gold reward of samples, {k}", "value": v, "95% interval": record["gold_reward_ci"][k]}
+             for k, v in record["gold_reward"].items()]
+    return pd.DataFrame(rows).set_index("quantity")

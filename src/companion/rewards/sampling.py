@@ -1,0 +1,78 @@
+"""Continuations sampled from a language model for each prompt, built once and cached by content hash."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass
+
+import torch
+import transformers
+from tqdm import tqdm
+
+from companion.core.cache import cache_key, cache_root
+from companion.core.files import staged_file
+from companion.core.models import load_causal_lm, model_identity
+
+
+@dataclass(frozen=True)
+class SampleSettings:
+    """How continuations are drawn: generator, count per prompt, length, temperature, seed and batch size."""
+
+    model: str = "smollm2-135m"
+    per_prompt: int = 2
+    max_new_tokens: int = 24
+    temperature: float = 1.0
+    top_p: float = 0.95
+    seed: int = 0
+    batch_size: int = 32
+
+
+def clean(text: str) -> str:
+    """One line of text: whitespace collapsed, special-token leftovers and surrounding spaces removed."""
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def _fingerprint(texts: list[str]) -> str:
+    """sha256 of a list of texts."""
+    return hashlib.sha256(json.dumps(texts).encode()).hexdigest()
+
+
+@torch.no_grad()
+def _generate(s: SampleSettings, prompts: list[str]) -> list[list[str]]:
+    """Sample s.per_prompt continuations of every prompt, left-padded batches, new tokens only."""
+    model, tokenizer = load_causal_lm(s.model)
+    tokenizer.padding_side = "left"
+    generator = torch.Generator().manual_seed(s.seed)
+    flat = [p for p in prompts for _ in range(s.per_prompt)]
+    out: list[str] = []
+    for start in tqdm(range(0, len(flat), s.batch_size), desc=f"sampling {s.model}", leave=False):
+        batch = tokenizer(flat[start:start + s.batch_size], return_tensors="pt", padding=True)
+        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
+        ids = model.generate(**batch, do_sample=True, temperature=s.temperature, top_p=s.top_p, top_k=0,
+                             max_new_tokens=s.max_new_tokens, pad_token_id=tokenizer.pad_token_id)
+        out += [clean(t) for t in tokenizer.batch_decode(ids[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)]
+    return [out[i:i + s.per_prompt] for i in range(0, len(out), s.per_prompt)]
+
+
+def samples_key(s: SampleSettings, prompts: list[str]) -> str:
+    """Cache key of a set of samples: settings, generator identity, the exact prompts and library versions."""
+    return cache_key(kind="samples", settings=asdict(s), model=model_identity(s.model), prompts=_fingerprint(prompts),
+                     versions=[torch.__version__, transformers.__version__])
+
+
+def sample_continuations(s: SampleSettings, prompts: list[str]) -> list[list[str]]:
+    """s.per_prompt sampled continuations of each prompt: read from the cache, or generated and cached first."""
+    path = cache_root() / "paper-b-samples" / f"{samples_key(s, prompts)}.json"
+    if path.exists():
+        try:
+            cached = json.loads(path.read_text())
+            if len(cached) == len(prompts):
+                return cached
+        except (OSError, ValueError):
+            pass  # corrupt entry: regenerate below
+    samples = _generate(s, prompts) if prompts else []
+    with staged_file(path) as tmp:
+        tmp.write_text(json.dumps(samples))
+    return samples

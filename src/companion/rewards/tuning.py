@@ -1,0 +1,58 @@
+"""A fair start for both reward models: a learning rate chosen for each on held-out training pairs.
+
+The training pairs are split once into pairs to fit and a validation tail; each model is trained at every rate of
+a small grid (first seed only, cached) and keeps the rate that ranks the validation pairs best (ties: the smaller
+rate). The runs at the chosen rates are then reused from the cache as the first seed of the experiment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+
+from companion.core.errors import UserError
+from companion.rewards.preferences import Pair
+from companion.rewards.scoring import correct, reference_logps, score_models
+from companion.rewards.training import TrainSettings, trained_models
+
+
+def split_validation(pairs: list[Pair], fraction: float) -> tuple[list[Pair], list[Pair]]:
+    """(pairs to fit, validation pairs): the last share `fraction` of the (already shuffled) training pairs."""
+    n_val = int(np.ceil(len(pairs) * fraction))
+    if not 0 < fraction < 1 or n_val >= len(pairs):
+        raise UserError(f"val_fraction must leave pairs to fit and to validate on, got {fraction} of {len(pairs)} pairs")
+    return pairs[:-n_val], pairs[-n_val:]
+
+
+def learning_rate_search(s: TrainSettings, fit: list[Pair], val: list[Pair], grid: list[float]) -> pd.DataFrame:
+    """Validation accuracy of both models at every rate of the grid (seed s.seed): rows (model, learning_rate, val_acc)."""
+    rows, ref = [], None
+    for rate in grid:
+        models = trained_models(replace(s, learning_rate=rate, rm_learning_rate=rate), fit)
+        if ref is None:
+            ref = reference_logps(models.policy, models.tokenizer, val, s.max_length)
+        for model, values in score_models(models, val, ref, s.beta, s.max_length).items():
+            rows.append({"model": model, "learning_rate": rate, "val_acc": float(correct(values).mean())})
+    return pd.DataFrame(rows)
+
+
+def chosen_rates(search: pd.DataFrame) -> dict[str, float]:
+    """Per model, the rate with the best validation accuracy (the smallest among ties)."""
+    best = search.sort_values(["model", "val_acc", "learning_rate"], ascending=[True, False, True]).groupby("model").head(1)
+    return {row.model: float(row.learning_rate) for row in best.itertuples()}
+
+
+def tuned_settings(s: TrainSettings, pairs: list[Pair], grid: list[float],
+                   val_fraction: float) -> tuple[TrainSettings, list[Pair], pd.DataFrame]:
+    """Settings with each model's chosen rate, the pairs both are trained on, and the search table.
+
+    With a single rate in the grid nothing is searched and every training pair is used.
+    """
+    if len(grid) == 1:
+        return replace(s, learning_rate=grid[0], rm_learning_rate=grid[0]), pairs, pd.DataFrame()
+    fit, val = split_validation(pairs, val_fraction)
+    search = learning_rate_search(s, fit, val, grid)
+    rates = chosen_rates(search)
+    return replace(s, learning_rate=rates["dporm"], rm_learning_rate=rates["exrm"]), fit, search
