@@ -228,3 +228,11 @@ def test_bench_page_renders_rows_or_says_not_run(tmp_path: Path) -> None:
     page = bench_page(tmp_path)
     assert "| AP scoring | 46x | >= 100x | **no** | ours 10 s |" in page
     assert "| Batching | 1.3% | <= 10% | yes |  |" in page
+
+
+def test_a_run_without_ood_sets_gets_rows_without_verdicts() -> None:
+    from companion.publish.fields import Fields
+
+    fields = Fields({"metrics": {"primary": {"gap_mean_ood": None, "gap_mean_ood_ci": None}}}, "dpo_3_generalization.json")
+    estimate = fields.child("metrics").child("primary").estimate("gap_mean_ood")
+    assert (estimate.value, estimate.low, estimate.high) == (None, None, None)

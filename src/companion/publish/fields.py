@@ -101,8 +101,10 @@ class Fields:
         return value
 
     def interval(self, key: str) -> tuple[float | None, float | None]:
-        """A [low, high] pair (a bound may be null: then the row gets no verdict)."""
+        """A [low, high] pair (null, or a null bound: then the row gets no verdict, e.g. no OOD set on a user's file)."""
         value = self.raw(key)
+        if value is None:
+            return None, None
         ok = isinstance(value, list) and len(value) == 2 and all(
             b is None or (isinstance(b, (int, float)) and not isinstance(b, bool)) for b in value)
         if not ok:
