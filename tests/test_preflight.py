@@ -89,7 +89,7 @@ REFUSALS = [
     ("dpo_1*", ["test_fraction=1.5"], "strictly between 0 and 1"),
     ("dpo_1*", ["hub_dataset=nobody/no-such-set"], "not in the local Hugging Face cache"),
     ("dpo_1*", ["model=google/no-such-model"], "not in the local Hugging Face cache"),
-    ("dpo_2*", ["learning_rate=1e-4"], "write 1.0e-4"),
+    ("dpo_2*", ["beta=1e-4"], "write 1.0e-4"),
     ("dpo_2*", ["beta=0"], "must be > 0"),
     ("dpo_2*", ["seeds=[]"], "is empty"),
 ]

@@ -207,8 +207,8 @@ def _split_size(ctx: Context, name: str) -> None:
     """At least one, and no more sentences than the split holds (n_find reads the 'experts' split, n_eval 'eval')."""
     at_least(1)(ctx, name)
     path, corpus = ctx.params.get("parallel_path"), ctx.params.get("corpus", "bible")
-    if not path and corpus != "bible":
-        return  # FLORES+ sizes are known only once downloaded
+    if "languages" not in ctx.params or (not path and corpus != "bible"):  # not a parallel-corpus count, or FLORES+
+        return
     available = _split_sizes(tuple(ctx.params["languages"]), str(path) if path else None)["experts" if name == "n_find" else "eval"]
     if ctx.params[name] > available:
         raise ctx.refuse(name, f"is larger than the {available} sentences its split holds", f"pass at most {name}={available}")
