@@ -74,3 +74,12 @@ def test_papermill_reads_the_parameter_types() -> None:
     inferred = inspect_notebook(str(ROOT / "notebooks" / "00_data_and_models.ipynb"))
     assert {name: p["inferred_type_name"] for name, p in inferred.items()} == {
         "models": "list[str]", "languages": "list[str]", "n_sample": "int", "seed": "int"}
+
+
+def test_a_cell_that_shows_a_figure_shows_nothing_else() -> None:
+    """myst-nb gives every output of a figure cell the figure's name: a second output would repeat the label."""
+    for path in sorted((ROOT / "notebooks").rglob("*.ipynb")):
+        for cell in nbformat.read(path, as_version=4).cells:
+            if cell.cell_type == "code" and "show(" in cell.source:
+                others = ("display(", "print(")
+                assert cell.source.count("show(") == 1 and not any(o in cell.source for o in others), (path.name, cell.source)

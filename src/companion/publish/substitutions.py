@@ -1,6 +1,6 @@
 """Numbers in the prose come from the results: MyST substitutions filled from book/_generated/results at build time.
 
-A prose page (book/*.md) writes `{{ results["NAME"].metrics.KEY }}` (any Jinja expression, e.g.
+A prose page (a Markdown file under book/) writes `{{ results["NAME"].metrics.KEY }}` (any Jinja expression, e.g.
 `{{ "%.2f" | format(results["NAME"].metrics.KEY) }}`), `{{ run.minutes }}` for the notebooks' total run time, or
 `{{ figure("NAME", "PAGE") }}` for a cross-reference to a named book figure (a link to PAGE until that figure exists).
 A key no results file has fails the build (-W), so prose and results cannot drift apart.
