@@ -27,13 +27,18 @@ HOW_TO_READ = (
     "run `companion run --profile paper` on a GPU, then `companion build`, and this page is recomputed from those "
     "results. Where the paper's number is itself a maximum (\"up to 2x\"), our primary estimate is one setting fixed "
     "in advance, so it can fall short of that number even when the effect is real; our own maximum is in the "
-    "second table. The second table lists maxima over pairs, layers and k: they are exploratory and get no verdict."
+    "second table. The second table lists maxima over pairs, layers, k and settings (paper B's \"maximum drop of "
+    "7%\" is one): they are exploratory and get no verdict. A claim of a direction only (no size) can be reproduced, opposite "
+    "or inconclusive, but never 'not reproduced', since no size is claimed that our interval could exclude. Paper B's "
+    "row gets no verdict when its premise fails: if the two reward models already differ on in-distribution pairs, an "
+    "out-of-distribution gap does not measure generalisation."
 )
 
 MAXIMA_TEXT = (
     "A maximum taken over many comparisons is biased upward: even units chosen at random can produce a largest "
-    "ratio well above 1 somewhere. Each maximum is therefore shown beside the same maximum for the control (as many random "
-    "units, forced the same way); only the gap between the two says something, and it is not tested here."
+    "ratio well above 1 somewhere, and the largest of several gaps clears 0 more often than any one gap. Each maximum "
+    "is shown beside the same maximum for the control where the notebook records one (as many random units, forced "
+    "the same way); only the gap between the two says something, and it is not tested here."
 )
 
 
@@ -66,9 +71,11 @@ def _claim_rows(claim: Claim, results: Fields | None) -> list[str]:
                 f"{claim.source}` | — |"]
     profile = results.text("profile")
     lines = []
-    for row in claim.extract(results.child("metrics")):
-        outcome = verdict(row.estimate, claim.paper_value, claim.null_value, claim.direction)
-        shown = f"**{outcome}**" if outcome else "no verdict (no interval recorded)"
+    metrics = results.child("metrics")
+    failed_premise = claim.premise(metrics) if claim.premise else None
+    for row in claim.extract(metrics):
+        outcome = None if failed_premise else verdict(row.estimate, claim.paper_value, claim.null_value, claim.direction)
+        shown = f"**{outcome}**" if outcome else f"no verdict ({failed_premise or 'no interval recorded'})"
         text = f"{claim.text} — **{row.label}**" if row.label else claim.text
         lines.append(f"| {_paper(claim.paper)} | {text} | {paper_value} | {fmt_ci(row.estimate)} | {shown} | {row.note} "
                      f"| {profile} |")
@@ -80,8 +87,9 @@ def _maximum_row(maximum: Maximum, results: Fields | None) -> str:
     if results is None:
         return f"| {_paper(maximum.paper)} | {maximum.text} | — | not run yet | — | — | — |"
     ours, control = maximum.extract(results.child("metrics"))
+    theirs = (fmt_ci(control.estimate), control.note) if control else ("—", "no control maximum recorded")
     return (f"| {_paper(maximum.paper)} | {maximum.text} | {fmt_ci(ours.estimate)} | {ours.note} | "
-            f"{fmt_ci(control.estimate)} | {control.note} | {results.text('profile')} |")
+            f"{theirs[0]} | {theirs[1]} | {results.text('profile')} |")
 
 
 def render(results_dir: Path, claims: tuple[Claim, ...] = CLAIMS, maxima: tuple[Maximum, ...] = MAXIMA) -> str:

@@ -30,6 +30,7 @@ class Claim:
     extract: Callable[[Fields], list[Row]]  # from the results file's `metrics`
     unit: str = ""
     direction: int = 1  # for a direction-only claim: +1 an increase, -1 a decrease
+    premise: Callable[[Fields], str | None] | None = None  # why no verdict can be given (the premise fails), or None
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class Maximum:
     paper: str
     text: str
     source: str
-    extract: Callable[[Fields], tuple[Row, Row]]  # (ours, control) from the results file's `metrics`
+    extract: Callable[[Fields], tuple[Row, Row | None]]  # (ours, control or None) from the results file's `metrics`
 
 
 def fmt(value: float | None) -> str:
@@ -103,19 +104,38 @@ def _dpo_gap(key: str, what: str) -> Callable[[Fields], list[Row]]:
     return extract
 
 
-def _best_ratio(metrics: Fields) -> tuple[Row, Row]:
+def _equal_fit(metrics: Fields) -> str | None:
+    """Paper B's premise: both reward models rank in-distribution pairs equally well (the ID gap's interval holds 0)."""
+    low, high = metrics.child("primary").interval("id_gap_ci")
+    if low is not None and high is not None and (low > 0 or high < 0):
+        return (f"premise not met: the two reward models already differ in distribution (ID gap interval "
+                f"[{fmt(low)}, {fmt(high)}] excludes 0), so an OOD gap does not isolate generalisation")
+    return None
+
+
+def _best_ratio(metrics: Fields) -> tuple[Row, Row | None]:
     """The largest retrieval ratio over pairs, layers and k, for the experts and for random units."""
     exploratory = metrics.child("exploratory")
 
     def row(name: str) -> Row:
-        """One maximum with where it was found."""
+        """One maximum with where it was found (none when no cell had top-1 above 0 before forcing)."""
         best = exploratory.child(name)
+        if best.raw("record") is None:
+            return Row(Estimate(None, None, None), "no cell had a top-1 above 0 before forcing, so no ratio exists")
         record = best.child("record")
         where = (f"{record.text('src')}→{record.text('tgt')}, layer {record.integer('layer')}, k={record.integer('k')}, "
                  f"top-1 {fmt(record.number('top1_pre'))} → {fmt(record.number('top1_post'))}")
         return Row(best.estimate("ratio"), where)
 
     return row("best_ratio"), row("best_ratio_control")
+
+
+def _largest_gap(metrics: Fields) -> tuple[Row, Row | None]:
+    """The largest EXRM − DPORM gap over the fixed OOD settings, with the interval of the maximum itself."""
+    primary = metrics.child("primary")
+    where = (f"largest of the gaps over {', '.join(primary.strings('settings'))}; paper: 0.07; beside it the "
+             f"in-distribution gap {fmt_ci(primary.estimate('id_gap'))}")
+    return Row(primary.estimate("gap_max_ood"), where), None
 
 
 CLAIMS: tuple[Claim, ...] = (
@@ -135,14 +155,12 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("B", "Under distribution shift the DPO implicit reward (DPORM) ranks pairs worse than an explicit "
                "reward model (EXRM): mean accuracy drop 3% over the OOD settings",
           0.03, 0.0, "dpo_3_generalization", _dpo_gap("gap_mean_ood", "EXRM − DPORM accuracy, mean over OOD settings"),
-          "accuracy gap"),
-    Claim("B", "…with a maximum drop of 7%",
-          0.07, 0.0, "dpo_3_generalization",
-          _dpo_gap("gap_max_ood", "largest EXRM − DPORM accuracy gap over the fixed OOD settings (interval of the maximum)"),
-          "accuracy gap"),
+          "accuracy gap", premise=_equal_fit),
 )
 
 MAXIMA: tuple[Maximum, ...] = (
     Maximum("A", "top-1 ratio after / before forcing, largest over ordered pairs, layers and k",
             "steering_4_retrieval", _best_ratio),
+    Maximum("B", "EXRM − DPORM accuracy gap, largest over the OOD settings (the paper: a maximum drop of 7%)",
+            "dpo_3_generalization", _largest_gap),
 )
