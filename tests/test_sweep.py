@@ -135,7 +135,9 @@ def test_ctrl_c_cancels_and_keeps_last_good_output(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(project.source.parent), *sys.path])}
     command = [sys.executable, "-m", "companion.publish.cli", "--root", str(project.root), "run", "--profile", "smoke",
                "--only", "slow", "--set", "seconds=120"]
-    with subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True) as process:
+    # As from a terminal: SIGINT at its default (a test run may have left it ignored, and children inherit that).
+    default_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    with subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint) as process:
         for line in process.stderr:
             if "slow: cell 2/" in line:  # the sleeping cell is next
                 break
