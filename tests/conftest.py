@@ -11,6 +11,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).parent))
 
+from toy_project import real_project  # noqa: E402
+
 from companion.publish.project import Project
 from companion.publish.runner import run  # noqa: E402  (after the environment is set)
 
@@ -21,11 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def smoke_project(tmp_path_factory: pytest.TempPathFactory) -> Project:
     """A copy of the project (notebooks, book, config; source linked) executed with the smoke profile."""
     root = tmp_path_factory.mktemp("smoke")
-    shutil.copytree(ROOT / "notebooks", root / "notebooks")
+    real_project(root)
     shutil.copytree(ROOT / "book", root / "book", ignore=shutil.ignore_patterns("_generated", "_build"))
     shutil.copy(ROOT / "_config.yml", root / "_config.yml")
-    (root / "src").mkdir()
-    (root / "src" / "companion").symlink_to(ROOT / "src" / "companion")
     project = Project(root)
     outcomes = run(project, "smoke")
     failed = [o.message for o in outcomes if o.status != "ran"]

@@ -2,10 +2,10 @@
 
 import hashlib
 import json
-import shutil
 from pathlib import Path
 
 import pytest
+from toy_project import real_project
 
 from companion.core.errors import UserError
 from companion.publish import cli, param_types, preflight, profiles
@@ -18,9 +18,7 @@ PAIR = {"prompt": "Say hi.", "chosen": "Hi!", "rejected": "No."}
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The real notebooks and profiles (source linked), with earlier outputs standing in book/_generated."""
     root = tmp_path_factory.mktemp("preflight")
-    shutil.copytree(ROOT / "notebooks", root / "notebooks")
-    (root / "src").mkdir()
-    (root / "src" / "companion").symlink_to(ROOT / "src" / "companion")
+    real_project(root)
     results = root / "book" / "_generated" / "results"
     results.mkdir(parents=True)
     for nb in profiles.discover(root / "notebooks"):

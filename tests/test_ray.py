@@ -2,11 +2,10 @@
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pytest
-from toy_project import notebook
+from toy_project import notebook, real_project
 
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # read when ray is imported: keep every progress line
 import ray  # noqa: E402
@@ -27,9 +26,7 @@ def cluster():
 
 
 def test_smoke_sweep_through_ray(cluster, tmp_path: Path) -> None:
-    shutil.copytree(ROOT / "notebooks", tmp_path / "notebooks")
-    (tmp_path / "src").mkdir()
-    (tmp_path / "src" / "companion").symlink_to(ROOT / "src" / "companion")
+    real_project(tmp_path)
     # Beside the cheapest real notebook, one whose seed=1 point fails, so a failure and successes share a run.
     notebook(tmp_path / "notebooks" / "00_fails_on_seed_1.ipynb", "seed: int = 0",
              "assert seed != 1, 'seed 1 is the failing point'", "metrics = {'seed': seed}")

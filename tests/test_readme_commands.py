@@ -9,11 +9,11 @@ executed smoke project. The cheapest real run — one notebook on the user's pre
 import json
 import re
 import shlex
-import shutil
 from pathlib import Path
 
 import pytest
 import yaml
+from toy_project import real_project
 
 from companion.publish import cli
 
@@ -39,9 +39,7 @@ def shown_commands() -> list[str]:
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The real notebooks and profiles (source linked), the page's own profile 'mine', and the user files it names."""
     root = tmp_path_factory.mktemp("readme")
-    shutil.copytree(ROOT / "notebooks", root / "notebooks")
-    (root / "src").mkdir()
-    (root / "src" / "companion").symlink_to(ROOT / "src" / "companion")
+    real_project(root)
     mine = re.search(r"```yaml\n(.*?)```", (ROOT / "book" / "adapting.md").read_text(encoding="utf-8"), flags=re.S)
     assert mine and yaml.safe_load(mine.group(1)), "the adapting page shows the profile 'mine'"
     (root / "notebooks" / "profiles" / "mine.yaml").write_text(mine.group(1))

@@ -1,5 +1,6 @@
 """A toy project for the runner's tests: notebooks made in the test, a small package, profiles."""
 
+import shutil
 from pathlib import Path
 
 import nbformat
@@ -10,6 +11,16 @@ RECORD = (
     "import json, os\n"
     "json.dump({'metrics': metrics, 'models': [], 'data': []}, open(os.environ['COMPANION_RESULTS'], 'w'))"
 )
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def real_project(root: Path) -> Path:
+    """A copy of the repository's notebooks and profiles under root, with the companion source linked, not copied."""
+    shutil.copytree(REPO / "notebooks", root / "notebooks")
+    (root / "src").mkdir()
+    (root / "src" / "companion").symlink_to(REPO / "src" / "companion")
+    return root
 
 
 def notebook(path: Path, params: str, *cells: str) -> Path:
