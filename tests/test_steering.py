@@ -220,4 +220,13 @@ def test_language_identifier_names_clear_sentences():
     identifier = generation.language_identifier()
     found = generation.identified_languages(["The cat is sleeping on the warm mat.", "Le chat dort sur le tapis.", " "],
                                           identifier)
-    assert found == ["en", "fr", ""]
+    assert found == ["en", "fr", "und"]
+
+
+@pytest.mark.parametrize("languages", [None, ["en", "fr"]])
+def test_too_few_letters_is_undetermined_not_a_language(languages):
+    identifier = generation.language_identifier(languages)
+    junk = ["", "   ", "1234567890 42 3.14", "!!! ... ???", "abc def", "a1b2c3d4e5f6g7h8i9", "Le chat ?"]
+    assert generation.identified_languages(junk, identifier) == ["und"] * len(junk)
+    assert generation.identified_languages(["Le chat dort sur le tapis."], identifier) == ["fr"]
+    assert generation.identified_languages(["1 2 abcdefghij"], identifier)[0] != "und"  # ten letters: identified

@@ -59,9 +59,16 @@ def language_identifier(languages: Sequence[str] | None = None) -> LanguageIdent
 
 
 
+UNDETERMINED = "und"  # ISO 639-2 'undetermined': a text too short to tell its language (never a target)
+MIN_LETTERS = 10  # a text with fewer letters (str.isalpha) than this, the empty text included, is UNDETERMINED
+IDENTIFICATION_RULE = (f"a text with fewer than {MIN_LETTERS} letters (str.isalpha; digits, punctuation and the empty "
+                       f"text included) is '{UNDETERMINED}' (undetermined) and counts as not in the target language")
+
+
 def identified_languages(texts: Sequence[str], identifier: LanguageIdentifier) -> list[str]:
-    """The language code py3langid assigns to each text ('' for an empty text)."""
-    return [identifier.classify(text)[0] if text.strip() else "" for text in texts]
+    """The language code py3langid assigns to each text, or 'und' for a text with fewer than MIN_LETTERS letters."""
+    return [identifier.classify(text)[0] if sum(c.isalpha() for c in text) >= MIN_LETTERS else UNDETERMINED
+            for text in texts]
 
 
 
