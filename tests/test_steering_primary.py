@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,6 +12,8 @@ from tiny import tiny_causal_lm, tiny_tokenizer
 
 from companion.core.stats import percentile_interval
 from companion.steering import generation, primary
+from companion.steering.expertise import choose
+from companion.steering.settings import SteeringSettings
 
 PAIRS = [("en", "fr"), ("fr", "en")]
 
@@ -59,6 +64,51 @@ def test_sampled_primary_compares_each_target_with_k0_and_the_control() -> None:
     assert by_target["fr"]["diff_vs_control"] == 0.5 and by_target["en"]["diff_vs_k0"] == 0.0
     assert tuple(by_target["en"]["diff_vs_k0_ci"]) == (0.0, 0.0)
     assert result["control"] == "random-target" and result["prompt"] == ""
+
+
+def fake_table(seed: int, languages: list[str], units: int = 40) -> pd.DataFrame:
+    """An expertise table whose AP ranking depends on the experts-split seed."""
+    rng = np.random.default_rng(100 + seed)
+    return pd.DataFrame([{"language": code, "module": "m", "layer": 0, "index": i, "unit": f"m:{i}", "ap": rng.random(),
+                          "on_p50": 1.0, "off_p50": 0.0, "off_mean": 0.0, "all_p50": 0.5}
+                         for code in languages for i in range(units)])
+
+
+def test_each_sampling_seed_forces_the_experts_of_its_own_experts_split(monkeypatch: pytest.MonkeyPatch) -> None:
+    languages = ["en", "fr"]
+    tables = {seed: fake_table(seed, languages) for seed in (0, 1, 2)}
+    asked, forced = [], []
+    lab = SimpleNamespace(settings=SteeringSettings(languages=languages), model=None, tokenizer=None, languages=languages,
+                          expertise=lambda seed: asked.append(seed) or tables[seed])
+
+    @contextmanager
+    def record(model: object, units: pd.DataFrame, value: str):
+        """Remember the units forced around the next sample_texts call."""
+        forced.append((set(units["unit"]), value))
+        yield []
+
+    def sample(model: object, tokenizer: object, prompt: str, n: int, seed: int, *_: object) -> list[str]:
+        """Texts that name the seed they were sampled with."""
+        forced.append(seed)
+        return [f"Le chat dort sur le tapis, graine {seed}."] * n
+
+    monkeypatch.setattr(generation, "intervene", record)
+    monkeypatch.setattr(generation, "sample_texts", sample)
+    samples = generation.sampled_generation(lab, 6, "random-target", [0, 1, 2], 3, "", 8, 0.8)
+    assert sorted(asked) == [0, 1, 2]
+    calls = iter(forced)
+    for seed in (0, 1, 2):
+        assert next(calls) == seed  # k=0: nothing forced
+        for target in languages:
+            for arm in ("experts", "random-target"):
+                units, value = choose(tables[seed], target, 6, arm, seed, "top_bottom")
+                assert next(calls) == (set(units["unit"]), value) and next(calls) == seed
+    assert len(samples) == 3 * 3 * (len(languages) + 2 * len(languages))
+    assert (samples[samples["arm"] == "experts"].groupby("seed").size() == 3 * len(languages)).all()
+    one = {seed: choose(tables[seed], "fr", 6, "experts", seed, "top_bottom")[0]["unit"].tolist() for seed in (0, 1)}
+    assert one[0] != one[1]  # the splits' experts differ, so the test above tells them apart
+    result = generation.sampled_primary(samples, 6, "top_bottom", "", 50, 0)
+    assert result["seeds"] == [0, 1, 2] and result["per_seed"] == 3
 
 
 def test_language_identifier_chooses_among_the_study_languages_only() -> None:

@@ -134,25 +134,28 @@ def sampled_generation(lab: Setup, k: int, control: str, seeds: Sequence[int], p
     """The lineage's test: sample from a neutral prompt with no units forced, then with each language's k experts and
     with the control; one row per (arm, target, seed, sample) with the language identified among the study's.
 
-    The unforced samples (arm 'k=0') are drawn once and scored against every target.
+    Each seed is an experts split and a sampling stream at once: seed s forces the experts found on the experts split
+    drawn with s (lab.expertise(s), cached on disk), draws the control's random units with s, and samples with s.
+    The unforced samples (arm 'k=0') are drawn once per seed and scored against every target.
     """
     s, identifier = lab.settings, language_identifier(lab.languages)
     rows = []
 
-    def add(arm: str, targets: Sequence[str], units: pd.DataFrame | None, value: str) -> None:
-        """Sample every seed (under the units when given) and add one row per target and sample."""
-        for seed in seeds:
-            with intervene(lab.model, units, value) if units is not None else nullcontext():
-                texts = sample_texts(lab.model, lab.tokenizer, prompt, per_seed, seed, max_new_tokens, temperature)
-            found = identified_languages(texts, identifier)
-            rows.extend({"arm": arm, "target": target, "seed": seed, "sample": i, "text": text, "language": code,
-                         "in_target": code == target} for target in targets for i, (text, code) in enumerate(zip(texts, found)))
+    def add(arm: str, targets: Sequence[str], seed: int, units: pd.DataFrame | None, value: str) -> None:
+        """Sample one seed (under the units when given) and add one row per target and sample."""
+        with intervene(lab.model, units, value) if units is not None else nullcontext():
+            texts = sample_texts(lab.model, lab.tokenizer, prompt, per_seed, seed, max_new_tokens, temperature)
+        found = identified_languages(texts, identifier)
+        rows.extend({"arm": arm, "target": target, "seed": seed, "sample": i, "text": text, "language": code,
+                     "in_target": code == target} for target in targets for i, (text, code) in enumerate(zip(texts, found)))
 
-    add("k=0", lab.languages, None, "on_p50")
-    for target in tqdm(lab.languages, desc="sampling"):
-        for arm in ("experts", control):
-            units, value = choose(lab.table, target, k, arm, s.seed, s.selection)
-            add(arm, [target], units, value)
+    for seed in tqdm(seeds, desc="seeds (experts split and sampling)"):
+        add("k=0", lab.languages, seed, None, "on_p50")
+        table = lab.expertise(seed)
+        for target in lab.languages:
+            for arm in ("experts", control):
+                units, value = choose(table, target, k, arm, seed, s.selection)
+                add(arm, [target], seed, units, value)
     return pd.DataFrame(rows)
 
 
@@ -160,7 +163,8 @@ def sampled_generation(lab: Setup, k: int, control: str, seeds: Sequence[int], p
 def sampled_primary(samples: pd.DataFrame, k: int, selection: str, prompt: str, n_boot: int, seed: int) -> dict:
     """Per target: share in the target language under its experts, at k=0 and under the control, with paired intervals.
 
-    Samples of one seed share the random stream across arms, so the bootstrap draws seeds and samples jointly.
+    A seed is one experts split and one sampling stream, shared by the arms (see sampled_generation), so the bootstrap
+    draws seeds (experts splits with their samples) and then samples within them, jointly for the three arms.
     """
     arms = [arm for arm in samples["arm"].unique() if arm not in ("k=0", "experts")]
     targets = []
@@ -174,7 +178,10 @@ def sampled_primary(samples: pd.DataFrame, k: int, selection: str, prompt: str, 
                         "diff_vs_k0": share - k0, "diff_vs_k0_ci": percentile_interval(reps[:, 0] - reps[:, 1]),
                         "diff_vs_control": share - control,
                         "diff_vs_control_ci": percentile_interval(reps[:, 0] - reps[:, 2])})
-    return {"k": k, "selection": selection, "control": arms[0], "prompt": prompt, "targets": targets}
+    return {"k": k, "selection": selection, "control": arms[0], "prompt": prompt,
+            "seeds": sorted(int(seed) for seed in samples["seed"].unique()), "per_seed": int(samples["sample"].nunique()),
+            "experts_split": "one per seed: seed s forces the experts found on the experts split drawn with s",
+            "targets": targets}
 
 
 
