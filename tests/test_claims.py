@@ -18,9 +18,9 @@ RETRIEVAL = {"notebook": "steering_4_retrieval", "profile": "default", "paramete
                 "seeds": [0, 1, 2], "top1_pre": 0.40, "top1_post": 0.62, "ratio": 1.55, "ratio_ci": [1.30, 1.85],
                 "diff": 0.22, "diff_ci": [0.15, 0.29], "diff_vs_control": 0.18, "diff_vs_control_ci": [0.10, 0.26]},
     "exploratory": {
-        "best_ratio": {"ratio": 33.0, "ratio_ci": [0.9, None],
+        "best_ratio": {"ratio": 33.0, "ratio_ci": [0.9, None], "cells": 24,
                        "record": {"src": "en", "tgt": "vi", "layer": 3, "k": 800, "top1_pre": 0.005, "top1_post": 0.165}},
-        "best_ratio_control": {"ratio": 3.1, "ratio_ci": [1.2, 8.0],
+        "best_ratio_control": {"ratio": 3.1, "ratio_ci": [1.2, 8.0], "cells": 24,
                                "record": {"src": "de", "tgt": "en", "layer": 5, "k": 800, "top1_pre": 0.01,
                                           "top1_post": 0.031}}}}}
 GENERATION = {"notebook": "steering_2_generation", "profile": "default", "parameters": {}, "provenance": {}, "metrics": {
@@ -93,6 +93,7 @@ def test_maxima_are_exploratory_beside_the_controls_maximum(tmp_path: Path) -> N
     best = row(page[page.index("## Exploratory"):], "largest over ordered pairs")
     assert "33 [0.9, —]" in best and "en→vi, layer 3, k=800, top-1 0.005 → 0.165" in best
     assert "3.1 [1.2, 8]" in best and "de→en, layer 5" in best
+    assert best.count("largest of 24 (pair, layer, k) cells, the interval that of the maximum") == 2
     assert not any(outcome in best for outcome in OUTCOMES)
 
 

@@ -1,4 +1,5 @@
-"""The primary retrieval row and the sampled generation test: paired bootstraps against a direct computation."""
+"""The primary retrieval row, the exploratory maximum and the sampled generation test: bootstraps against a direct
+computation."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from tiny import tiny_causal_lm, tiny_tokenizer
 
 from companion.core.stats import percentile_interval
-from companion.steering import generation, primary
+from companion.steering import generation, primary, retrieval
 from companion.steering.expertise import choose
 from companion.steering.settings import SteeringSettings
 
@@ -49,6 +50,32 @@ def test_primary_row_pools_pairs_per_sentence_and_pairs_its_intervals() -> None:
     assert row["pairs"] == ["en→fr", "fr→en"] and row["n_eval"] == 30 and row["seeds"] == [0, 1, 2]
     assert row["diff_ci"][0] <= row["diff"] <= row["diff_ci"][1]
     assert set(row) >= {"layer", "k", "selection", "ratio_ci", "diff_vs_control", "diff_vs_control_ci"}
+
+
+def test_the_maximum_ratio_has_the_interval_of_the_maximum_not_of_the_selected_cell() -> None:
+    rng = np.random.default_rng(3)
+    n, layers, n_boot = 15, [4, 9], 300
+    runs = {(0, arm, k): {pair: (rng.random((2, n)) < 0.3, rng.random((2, n)) < p, np.zeros(2)) for pair in PAIRS}
+            for k in (8, 16) for arm, p in (("experts", 0.5), ("random-target", 0.35))}
+    runs[(0, "experts", 0)] = {pair: (np.ones((2, n), bool), np.ones((2, n), bool), np.zeros(2)) for pair in PAIRS}
+    runs[(1, "experts", 8)] = {pair: (np.ones((2, n), bool), np.ones((2, n), bool), np.zeros(2)) for pair in PAIRS}
+    runs[(0, "experts", 8)][PAIRS[0]][0][1] = False  # no hit before forcing: no ratio, not a cell of the maximum
+    got = retrieval.best_ratio(runs, layers, 0, "experts", n_boot)
+    cells = [((src, tgt, layers[i], k), before[i], after[i]) for (s, arm, k), hits in runs.items()
+             if s == 0 and arm == "experts" and k > 0 for (src, tgt), (before, after, _) in hits.items() for i in range(2)
+             if before[i].any()]
+    maxima = [max(after[d].mean() / before[d].mean() for _, before, after in cells if before[d].any())
+              for d in np.random.default_rng(0).integers(0, n, size=(n_boot, n))]  # sentences drawn once per replicate
+    where, before, after = max(cells, key=lambda cell: cell[2].mean() / cell[1].mean())
+    assert got["cells"] == len(cells) == 2 * 2 * 2 - 1
+    assert got["ratio"] == pytest.approx(after.mean() / before.mean())
+    assert got["ratio_ci"] == pytest.approx(percentile_interval(np.array(maxima)))
+    assert got["record"] == {"src": where[0], "tgt": where[1], "layer": where[2], "k": where[3],
+                             "top1_pre": pytest.approx(before.mean()), "top1_post": pytest.approx(after.mean())}
+    control = retrieval.best_ratio(runs, layers, 0, "random-target", n_boot)
+    assert control["cells"] == 8 and control["ratio"] != got["ratio"]
+    assert retrieval.best_ratio(runs, layers, 2, "experts", n_boot) == {"ratio": None, "ratio_ci": None, "record": None,
+                                                                       "cells": 0}
 
 
 def test_sampled_primary_compares_each_target_with_k0_and_the_control() -> None:

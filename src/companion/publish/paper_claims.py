@@ -124,7 +124,8 @@ def _best_ratio(metrics: Fields) -> tuple[Row, Row | None]:
             return Row(Estimate(None, None, None), "no cell had a top-1 above 0 before forcing, so no ratio exists")
         record = best.child("record")
         where = (f"{record.text('src')}→{record.text('tgt')}, layer {record.integer('layer')}, k={record.integer('k')}, "
-                 f"top-1 {fmt(record.number('top1_pre'))} → {fmt(record.number('top1_post'))}")
+                 f"top-1 {fmt(record.number('top1_pre'))} → {fmt(record.number('top1_post'))}; largest of "
+                 f"{best.integer('cells')} (pair, layer, k) cells, the interval that of the maximum")
         return Row(best.estimate("ratio"), where)
 
     return row("best_ratio"), row("best_ratio_control")

@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from companion.core.cache import cache_key, cache_root
 from companion.core.files import staged_file
 from companion.core.models import model_identity
-from companion.core.stats import mean_ci, percentile_interval, resample_means
+from companion.core.stats import mean_ci, percentile_interval
 from companion.steering.alignment import retrieval_hits
 from companion.steering.embeddings import sentence_embeddings, steered_embeddings
 from companion.steering.experiments import Setup
@@ -102,19 +102,48 @@ def by_layer(sweep: pd.DataFrame) -> pd.DataFrame:
     return sweep.groupby(["selection", "k", "layer"])[["top1_pre", "top1_post", "ratio"]].mean()
 
 
-def best_ratio(sweep: pd.DataFrame, runs: dict, layers: Sequence[int], seed: int, arm: str, n_boot: int) -> dict:
-    """The largest after/before ratio over pairs, layers and k of one arm (exploratory), with a paired interval."""
-    usable = sweep[(sweep["selection"] == arm) & (sweep["k"] > 0) & (sweep["top1_pre"] > 0)]
-    if usable.empty:
-        return {"ratio": None, "ratio_ci": None, "record": None}
-    best = usable.loc[usable["ratio"].idxmax()]
-    before, after, _ = runs[(seed, arm, int(best["k"]))][(best["src"], best["tgt"])]
-    i = list(layers).index(int(best["layer"]))
-    reps = resample_means({"best": (before[None, i], after[None, i])}, n_boot, seed)["best"]
-    finite = reps[:, 0] > 0
-    interval = percentile_interval(reps[finite, 1] / reps[finite, 0]) if finite.all() else None
-    record = {key: best[key] for key in ("src", "tgt", "layer", "k", "top1_pre", "top1_post")}
-    return {"ratio": float(best["ratio"]), "ratio_ci": interval, "record": record}
+def best_ratio(runs: dict[tuple[int, str, int], dict], layers: Sequence[int], seed: int, arm: str, n_boot: int) -> dict:
+    """The largest after/before ratio of mean top-1 over the pairs, layers and k (> 0) of one arm's runs at one seed
+    (exploratory), with a 95% interval for the maximum itself.
+
+    The maximum ranges over the usable cells (pair, layer, k): those with top-1 above 0 before forcing. Each bootstrap
+    replicate resamples the evaluation sentences once (they are aligned: sentence i is the same verse in every pair),
+    recomputes every usable cell's ratio of means and takes the largest; a cell whose resampled top-1 before is 0 has
+    no ratio in that replicate and is left out of its maximum. The interval is None if a replicate has no ratio at all.
+    """
+    cells = [(src, tgt, int(layer), k, before[i], after[i])
+             for (run_seed, run_arm, k), hits in runs.items() if run_seed == seed and run_arm == arm and k > 0
+             for (src, tgt), (before, after, _) in hits.items() for i, layer in enumerate(layers)]
+    usable = [cell for cell in cells if cell[4].mean() > 0]
+    if not usable:
+        return {"ratio": None, "ratio_ci": None, "record": None, "cells": 0}
+    pre = np.stack([cell[4] for cell in usable]).astype(np.float64)  # cells x sentences
+    post = np.stack([cell[5] for cell in usable]).astype(np.float64)
+    ratios = post.mean(axis=1) / pre.mean(axis=1)
+    n = pre.shape[1]
+    draws = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    weights = np.zeros((n_boot, n))
+    np.add.at(weights, (np.arange(n_boot)[:, None], draws), 1.0 / n)  # each replicate's sentence weights
+    pre_means, post_means = pre @ weights.T, post @ weights.T  # cells x replicates
+    replicate = np.full_like(pre_means, -np.inf)
+    np.divide(post_means, pre_means, out=replicate, where=pre_means > 0)
+    maxima = replicate.max(axis=0)
+    interval = percentile_interval(maxima) if np.isfinite(maxima).all() else None
+    src, tgt, layer, k, before, after = usable[int(np.argmax(ratios))]
+    record = {"src": src, "tgt": tgt, "layer": layer, "k": int(k), "top1_pre": float(before.mean()),
+              "top1_post": float(after.mean())}
+    return {"ratio": float(ratios.max()), "ratio_ci": interval, "record": record, "cells": len(usable)}
+
+
+def maxima_table(exploratory: dict[str, dict]) -> pd.DataFrame:
+    """The exploratory maxima side by side: ratio, the maximum's interval, where it was found and over how many cells."""
+    rows = {}
+    for name, best in exploratory.items():
+        where = best["record"] or {}
+        rows[name] = {"ratio": best["ratio"], "ratio_ci": best["ratio_ci"], "cells": best["cells"],
+                      "pair": f"{where['src']}→{where['tgt']}" if where else None, "layer": where.get("layer"),
+                      "k": where.get("k"), "top1_pre": where.get("top1_pre"), "top1_post": where.get("top1_post")}
+    return pd.DataFrame(rows).T
 
 
 def best_layer_top1(sweep: pd.DataFrame) -> pd.DataFrame:
