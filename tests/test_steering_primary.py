@@ -148,3 +148,16 @@ def test_sampling_from_an_empty_prompt_is_reproducible_by_seed() -> None:
     first, again = (generation.sample_texts(model, tokenizer, "", 6, 3, 5, 0.8) for _ in range(2))
     other = generation.sample_texts(model, tokenizer, "", 6, 4, 5, 0.8)
     assert first == again and first != other and len(first) == 6
+
+
+def test_what_decides_labels_its_first_row_by_the_seed_and_sentences_it_uses(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = SteeringSettings(languages=["en", "fr"], selection="top", n_boot=20)
+    lab = SimpleNamespace(settings=settings, expertise=lambda site=None: None)
+    hits = {pair: (np.array([[True, False, True]]), np.array([[True, True, True]]), np.array([0.5])) for pair in PAIRS}
+    monkeypatch.setattr(primary, "embed_languages", lambda *args: {})
+    monkeypatch.setattr(primary, "forced_hits", lambda *args: hits)
+    evaluation = pd.DataFrame({"en": ["a", "b", "c"], "fr": ["d", "e", "f"]})
+    decided = primary.what_decides(lab, evaluation, PAIRS, 9, 8)
+    assert decided["choice"].iloc[0] == "primary settings (experts-split seed 0 only, first 3 sentences per language)"
+    assert "selection: top k (not top and bottom)" not in decided["choice"].tolist()  # already the primary setting
+    assert decided["diff"].iloc[0] == pytest.approx(1 / 3)

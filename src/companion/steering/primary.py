@@ -60,11 +60,12 @@ def what_decides(lab: Setup, evaluation: pd.DataFrame, pairs: Sequence[tuple[str
                  k: int) -> pd.DataFrame:
     """Top-1 before and after at the primary layer and k as each choice is switched, one at a time (seed of the settings).
 
-    Rows: the primary settings, then each choice of CHOICES that differs from them. Intervals are paired over the
+    Rows: the primary settings on this table's seed and sentences (not the primary analysis, which pools seeds and uses
+    every evaluation sentence), then each choice of CHOICES that differs from them. Intervals are paired over the
     sentences; 'change' is the forcing's mean relative change of the source embeddings at the layer.
     """
     s = lab.settings
-    variants = [("primary (as fixed in the profile)", s)]
+    variants = [(f"primary settings (experts-split seed {s.seed} only, first {len(evaluation)} sentences per language)", s)]
     variants += [(name, replace(s, **change)) for name, change in CHOICES
                  if any(getattr(s, field) != value for field, value in change.items())]
     rows = []
