@@ -206,13 +206,35 @@ def sampled_share(primary: dict) -> BookFigure:
                       "Grouped bar chart, one group per target language, of the share of samples in that language.")
 
 
-def retrieval_pairs(retrieval: pd.DataFrame, k: int, layer: int) -> BookFigure:
-    """After/before top-1 ratio per ordered pair at one k and layer."""
-    fig, ax = plt.subplots(figsize=(6, 5))
-    cell = retrieval[(retrieval["selection"] == "experts") & (retrieval["k"] == k) & (retrieval["layer"] == layer)]
-    _heatmap(ax, cell.pivot(index="src", columns="tgt", values="ratio"),
-             f"Top-1 after / before, k={k}, layer {layer}", "target language", "source language", "improvement ratio",
-             center=1.0)
-    return BookFigure(fig, "retrieval-pairs", f"Improvement ratio of top-1 retrieval per ordered pair at k={k}, layer "
-                      f"{layer} (above 1: better after forcing the target's experts).",
-                      "Annotated heatmap, source by target language, of after/before top-1 ratios.")
+def retrieval_pairs(retrieval: pd.DataFrame, k: int, layer: int, control: str | None = None) -> BookFigure:
+    """Top-1 of each ordered pair that was run, at one k and layer: before, after forcing the experts, and the control."""
+    at = retrieval[(retrieval["k"] == k) & (retrieval["layer"] == layer)]
+    experts = at[at["selection"] == "experts"].set_index(["src", "tgt"])
+    others = at[at["selection"] == control].set_index(["src", "tgt"]) if control else at.head(0)
+    pairs = list(experts.index)
+    names = [f"{src}→{tgt}" for src, tgt in pairs]
+    fig, ax = plt.subplots(figsize=(7, 2.6 + 0.38 * len(pairs)), layout="constrained")  # legend outside, below
+    y = np.arange(len(pairs))[::-1]
+    colours = palette(["before", "after", "control"])
+    ax.hlines(y, experts["top1_pre"], experts["top1_post"], color="grey", lw=1, zorder=1)
+    ax.scatter(experts["top1_pre"], y, marker="o", s=45, color=colours["before"], label="before forcing", zorder=2)
+    ax.scatter(experts["top1_post"], y, marker="D", s=45, color=colours["after"],
+               label=f"after forcing the target's experts (k={k})", zorder=3)
+    if not others.empty:
+        shared = [pair for pair in pairs if pair in others.index]
+        ax.scatter(others.loc[shared, "top1_post"], [y[pairs.index(pair)] for pair in shared], marker="X", s=55,
+                   color=colours["control"], label=f"after forcing {k} random units ({control})", zorder=3)
+    ax.set_yticks(y, names)
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.7, len(pairs) - 0.3)
+    fig.legend(fontsize="small", loc="outside lower center", ncol=1)
+    label(ax, f"Top-1 retrieval per ordered pair, block {layer}, k={k}",
+          "top-1 accuracy (nearest target sentence is the translation)", "ordered pair (source→target)")
+    drawn = not others.empty
+    crosses = f", and after forcing {k} random units instead ({control}, crosses)" if drawn else ""
+    return BookFigure(fig, "retrieval-pairs", f"Top-1 retrieval of each of the {len(pairs)} ordered pairs that were run, "
+                      f"at block {layer} with k={k} (first experts-split seed): before forcing (circles), after forcing "
+                      f"the target language's experts (diamonds){crosses}. Pairs that were not run are not drawn.",
+                      f"Dot plot with one row per ordered source→target pair ({', '.join(names)}) and top-1 accuracy "
+                      "from 0 to 1 on the horizontal axis: a circle for before forcing and a diamond for after forcing "
+                      "the experts, joined by a line" + (", and a cross for the random-units control." if drawn else "."))

@@ -1,0 +1,35 @@
+"""The steering figures that depend on what was run: only the pairs run are drawn, with the control beside them."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from companion.steering import figures  # noqa: E402
+
+PIVOT = [("en", "fr"), ("fr", "en"), ("en", "ru"), ("ru", "en")]
+
+
+def sweep(pairs: list[tuple[str, str]]) -> pd.DataFrame:
+    """A sweep frame: experts at two k and the control at the primary k, two layers."""
+    return pd.DataFrame([{"src": src, "tgt": tgt, "layer": layer, "k": k, "selection": arm, "top1_pre": 0.2 + 0.1 * i,
+                          "top1_post": 0.3 + 0.1 * i if arm == "experts" else 0.15, "change": 0.1}
+                         for i, (src, tgt) in enumerate(pairs) for layer in (3, 9) for k in (40, 400)
+                         for arm in ("experts", "random-target")])
+
+
+def test_retrieval_pairs_draws_the_pairs_that_were_run_before_after_and_control() -> None:
+    drawn = figures.retrieval_pairs(sweep(PIVOT), 40, 9, "random-target")
+    ax = drawn.figure.axes[0]
+    assert [tick.get_text() for tick in ax.get_yticklabels()] == ["en→fr", "fr→en", "en→ru", "ru→en"]
+    assert ax.get_yticks().tolist() == [3, 2, 1, 0]  # the first pair on top
+    assert [text.get_text() for text in drawn.figure.legends[0].get_texts()] == [
+        "before forcing", "after forcing the target's experts (k=40)", "after forcing 40 random units (random-target)"]
+    before, after, control = (collection.get_offsets() for collection in ax.collections[1:])
+    assert before[:, 0].tolist() == pytest.approx([0.2, 0.3, 0.4, 0.5]) and control[:, 0].tolist() == pytest.approx([0.15] * 4)
+    assert after[:, 0].tolist() == pytest.approx([0.3, 0.4, 0.5, 0.6]) and ax.get_xlabel().startswith("top-1 accuracy")
+    assert "4 ordered pairs that were run" in drawn.caption and "crosses" in drawn.caption and "en→fr" in drawn.alt
+    alone = figures.retrieval_pairs(sweep(PIVOT[:2]), 40, 9)
+    assert "crosses" not in alone.caption and len(alone.figure.axes[0].collections) == 3
