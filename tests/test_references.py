@@ -1,5 +1,6 @@
 """The bibliography: the papers' metadata as published, entry types that match the venue, every cited key present."""
 
+import json
 import re
 from pathlib import Path
 
@@ -55,9 +56,22 @@ def test_entry_types_match_where_each_work_appeared() -> None:
         assert "arXiv" not in entry.fields.get("booktitle", ""), key
 
 
+def notebook_markdown() -> list[str]:
+    """The markdown cells of the committed notebooks (their prose cites too)."""
+    notebooks = sorted((BOOK.parent / "notebooks").rglob("*.ipynb"))
+    return ["".join(cell["source"]) for path in notebooks for cell in json.loads(path.read_text(encoding="utf-8"))["cells"]
+            if cell["cell_type"] == "markdown"]
+
+
 def test_every_cited_key_is_in_the_bibliography() -> None:
     pages = [p.read_text(encoding="utf-8") for p in BOOK.rglob("*.md") if "_generated" not in p.parts]
     source = (Path(__file__).resolve().parents[1] / "src" / "companion" / "publish" / "paper_claims.py").read_text()
-    cited = {key.strip() for text in pages + [source] for keys in re.findall(r"\{cite:[pt]\}`([^`]+)`", text)
-             for key in keys.split(",")}
+    cited = {key.strip() for text in pages + [source] + notebook_markdown()
+             for keys in re.findall(r"\{cite:[pt]\}`([^`]+)`", text) for key in keys.split(",")}
     assert cited | set(PAPERS.values()) <= set(BIB)
+    assert {"sundar2025steering", "kojima2024multilingual", "suau2020finding"} <= cited
+
+
+def test_the_steering_pages_cite_with_roles_not_plain_text() -> None:
+    plain = [text for text in notebook_markdown() if re.search(r"(Sundar|Kojima|Suau) et al\.", text)]
+    assert not plain, plain
