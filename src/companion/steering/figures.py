@@ -216,14 +216,14 @@ def retrieval_pairs(retrieval: pd.DataFrame, k: int, layer: int, control: str | 
     fig, ax = plt.subplots(figsize=(7, 2.6 + 0.38 * len(pairs)), layout="constrained")  # legend outside, below
     y = np.arange(len(pairs))[::-1]
     colours = palette(["before", "after", "control"])
-    ax.hlines(y, experts["top1_pre"], experts["top1_post"], color="grey", lw=1, zorder=1)
-    ax.scatter(experts["top1_pre"], y, marker="o", s=45, color=colours["before"], label="before forcing", zorder=2)
+    dodge = 0.22  # the three markers of a pair sit just above and below its row, so equal values stay visible
+    ax.scatter(experts["top1_pre"], y + dodge, marker="o", s=45, color=colours["before"], label="before forcing")
     ax.scatter(experts["top1_post"], y, marker="D", s=45, color=colours["after"],
-               label=f"after forcing the target's experts (k={k})", zorder=3)
+               label=f"after forcing the target's experts (k={k})")
     if not others.empty:
         shared = [pair for pair in pairs if pair in others.index]
-        ax.scatter(others.loc[shared, "top1_post"], [y[pairs.index(pair)] for pair in shared], marker="X", s=55,
-                   color=colours["control"], label=f"after forcing {k} random units ({control})", zorder=3)
+        ax.scatter(others.loc[shared, "top1_post"], [y[pairs.index(pair)] - dodge for pair in shared], marker="X", s=55,
+                   color=colours["control"], label=f"after forcing {k} random units ({control})")
     ax.set_yticks(y, names)
     ax.set_xlim(-0.02, 1.02)
     ax.set_ylim(-0.7, len(pairs) - 0.3)
@@ -236,5 +236,6 @@ def retrieval_pairs(retrieval: pd.DataFrame, k: int, layer: int, control: str | 
                       f"at block {layer} with k={k} (first experts-split seed): before forcing (circles), after forcing "
                       f"the target language's experts (diamonds){crosses}. Pairs that were not run are not drawn.",
                       f"Dot plot with one row per ordered source→target pair ({', '.join(names)}) and top-1 accuracy "
-                      "from 0 to 1 on the horizontal axis: a circle for before forcing and a diamond for after forcing "
-                      "the experts, joined by a line" + (", and a cross for the random-units control." if drawn else "."))
+                      "from 0 to 1 on the horizontal axis: in each row, a circle for before forcing, a diamond for "
+                      "after forcing the experts" + (" and a cross for the random-units control" if drawn else "") +
+                      ", slightly offset vertically so that equal values stay visible.")
