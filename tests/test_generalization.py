@@ -113,6 +113,19 @@ def test_notebooks_are_committed_without_outputs():
         assert "results.record(" in "".join([c for c in notebook["cells"] if c["cell_type"] == "code"][-1]["source"])
 
 
+PROGRESS_CALLS = ("fitted_sets(", "gold_labeller(", "tuned_settings(", "score_runs(", "primary_for_model(",
+                  "iterative_round(", "AutoTokenizer.from_pretrained(")
+
+
+def test_cells_that_sample_train_or_load_models_keep_their_progress_off_the_page():
+    """Their stderr is progress bars (sampling, dataset mapping, weight loading, training): the page drops it."""
+    for path in sorted((ROOT / "notebooks" / "paper_b").glob("dpo_*.ipynb")):
+        for cell in json.loads(path.read_text())["cells"]:
+            source = "".join(cell["source"])
+            if cell["cell_type"] == "code" and any(call in source for call in PROGRESS_CALLS):
+                assert "remove-stderr" in cell["metadata"].get("tags", []), (path.name, source[:80])
+
+
 def test_each_model_keeps_its_best_rate_and_the_smaller_on_ties():
     from companion.rewards.tuning import chosen_rates, split_validation
 

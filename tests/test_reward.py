@@ -99,6 +99,20 @@ def test_dporm_accuracy_equals_trl_rewards_accuracies(tokenizer, tmp_path):
     assert ours[:, 0].mean() == pytest.approx(metrics["eval_rewards/chosen"], abs=1e-4)
 
 
+def test_training_progress_goes_to_stderr_and_not_into_a_page(tokenizer, tmp_path, capsys, monkeypatch):
+    import transformers.trainer as hf_trainer
+    from transformers.utils.notebook import NotebookProgressCallback
+
+    # as in a Jupyter kernel, where transformers would draw an HTML table of the logs (display_data on the page)
+    monkeypatch.setattr(hf_trainer, "DEFAULT_PROGRESS_CALLBACK", NotebookProgressCallback)
+    trainer = training.dpo_trainer(tiny_causal_lm("llama"), tokenizer, PAIRS, SETTINGS, tmp_path)
+    kinds = [type(c) for c in trainer.callback_handler.callbacks]
+    assert training.StderrProgress in kinds and NotebookProgressCallback not in kinds
+    trainer.train()
+    out, err = capsys.readouterr()
+    assert "'loss'" not in out and "'loss'" in err, "logged steps go beside the bar, on stderr"
+
+
 def test_correct_needs_chosen_strictly_above_rejected():
     assert scoring.correct(np.array([[1.0, 0.0], [0.0, 0.0], [-1.0, 2.0]])).tolist() == [1.0, 0.0, 0.0]
 
