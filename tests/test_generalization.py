@@ -113,6 +113,19 @@ def test_notebooks_are_committed_without_outputs():
         assert "results.record(" in "".join([c for c in notebook["cells"] if c["cell_type"] == "code"][-1]["source"])
 
 
+PROGRESS_CALLS = ("fitted_sets(", "gold_labeller(", "tuned_settings(", "score_runs(", "primary_for_model(",
+                  "iterative_round(", "AutoTokenizer.from_pretrained(")
+
+
+def test_cells_that_sample_train_or_load_models_keep_their_progress_off_the_page():
+    """Their stderr is progress bars (sampling, dataset mapping, weight loading, training): the page drops it."""
+    for path in sorted((ROOT / "notebooks" / "paper_b").glob("dpo_*.ipynb")):
+        for cell in json.loads(path.read_text())["cells"]:
+            source = "".join(cell["source"])
+            if cell["cell_type"] == "code" and any(call in source for call in PROGRESS_CALLS):
+                assert "remove-stderr" in cell["metadata"].get("tags", []), (path.name, source[:80])
+
+
 def test_each_model_keeps_its_best_rate_and_the_smaller_on_ties():
     from companion.rewards.tuning import chosen_rates, split_validation
 
@@ -123,3 +136,23 @@ def test_each_model_keeps_its_best_rate_and_the_smaller_on_ties():
     assert fit == list(range(18)) and val == [18, 19]
     with pytest.raises(UserError, match="val_fraction"):
         split_validation([1, 2], 0.9)
+
+
+@pytest.mark.parametrize("with_ood", [True, False])
+def test_gap_figure_names_sets_on_the_y_axis_and_keeps_the_legend_off_the_data(with_ood):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from companion.rewards.figures import gap_by_shift
+
+    frame = synthetic_frame()
+    settings = gen.summarize(frame, n_boot=50)
+    primary = gen.primary(frame, ["b", "c"] if with_ood else [], n_boot=50)
+    figure = gap_by_shift(settings, primary, gen.PAPER_CLAIM["gap_mean_ood"])
+    ax = figure.figure.axes[0]
+    rows = sorted(ax.get_yticklabels(), key=lambda t: -t.get_position()[1])
+    assert [t.get_text() for t in rows] == ["a", "b", "c"], "one row per set, top to bottom in the order of the sets"
+    assert "percentage points" in ax.get_xlabel()
+    anchor = ax.get_legend().get_bbox_to_anchor().transformed(ax.transAxes.inverted())
+    assert anchor.x0 >= 1.0, "the legend sits to the right of the data"
+    assert ("grey band" in figure.caption) == with_ood, "the caption mentions the band only when it is drawn"

@@ -90,6 +90,7 @@ REFUSALS = [
     ("dpo_2*", ["beta=1e-4"], "write 1.0e-4"),
     ("dpo_2*", ["beta=0"], "must be > 0"),
     ("dpo_2*", ["seeds=[]"], "is empty"),
+    ("dpo_3*", ["ood=[rt-prompts, no-such-set]"], "not among sets="),
 ]
 
 

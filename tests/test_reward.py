@@ -99,6 +99,20 @@ def test_dporm_accuracy_equals_trl_rewards_accuracies(tokenizer, tmp_path):
     assert ours[:, 0].mean() == pytest.approx(metrics["eval_rewards/chosen"], abs=1e-4)
 
 
+def test_training_progress_goes_to_stderr_and_not_into_a_page(tokenizer, tmp_path, capsys, monkeypatch):
+    import transformers.trainer as hf_trainer
+    from transformers.utils.notebook import NotebookProgressCallback
+
+    # as in a Jupyter kernel, where transformers would draw an HTML table of the logs (display_data on the page)
+    monkeypatch.setattr(hf_trainer, "DEFAULT_PROGRESS_CALLBACK", NotebookProgressCallback)
+    trainer = training.dpo_trainer(tiny_causal_lm("llama"), tokenizer, PAIRS, SETTINGS, tmp_path)
+    kinds = [type(c) for c in trainer.callback_handler.callbacks]
+    assert training.StderrProgress in kinds and NotebookProgressCallback not in kinds
+    trainer.train()
+    out, err = capsys.readouterr()
+    assert "'loss'" not in out and "'loss'" in err, "logged steps go beside the bar, on stderr"
+
+
 def test_correct_needs_chosen_strictly_above_rejected():
     assert scoring.correct(np.array([[1.0, 0.0], [0.0, 0.0], [-1.0, 2.0]])).tolist() == [1.0, 0.0, 0.0]
 
@@ -138,6 +152,49 @@ def test_trained_models_are_cached_and_reloaded(tiny_folder, tmp_path, monkeypat
     rebuilt = training.trained_models(settings, PAIRS, cache=cache)
     np.testing.assert_allclose(scoring.explicit_rewards(rebuilt.rm, rebuilt.tokenizer, PAIRS, settings.max_length),
                                scores, atol=1e-5)  # same seed, same data: the rebuilt model scores the same
+
+
+ROUND_PAIRS = [
+    {"prompt": "the plot was", "chosen": " thin and slow", "rejected": " tight and clever"},
+    {"prompt": "the actors", "chosen": " shine in it", "rejected": " mumble lines"},
+    {"prompt": "by the end", "chosen": " I was moved", "rejected": " I was bored"},
+    {"prompt": "the music", "chosen": " soars", "rejected": " grates"},
+]
+
+
+def test_every_pair_a_labeller_orients_reaches_the_next_policy(tiny_folder, tmp_path):
+    """Two labellers that orient one pair of the round differently must give two different next policies.
+
+    With the policy's own budget (1 step of 2 pairs out of 8) the trainer sees 2 pairs: most single-pair
+    disagreements would never be trained on and the two next policies would be identical (dpo_4 under smoke: 3 of 8
+    pairs labelled differently, bit-identical adapters, identical gold rewards)."""
+    from safetensors.torch import load_file
+
+    from companion.rewards import iterative
+
+    settings = training.TrainSettings(**{**SETTINGS.__dict__, "model": str(tiny_folder), "steps": 1, "batch_size": 2})
+    fit = PAIRS[:4]
+    following = iterative.next_settings(settings, len(fit) + len(ROUND_PAIRS))
+    assert following.steps * following.batch_size >= len(fit) + len(ROUND_PAIRS), "one pass over every pair"
+    assert iterative.next_settings(following, 2).steps == following.steps, "a larger budget is kept"
+
+    def adapter(first: list[bool]) -> dict[str, torch.Tensor]:
+        pairs = iterative.relabelled(fit, ROUND_PAIRS, np.array(first))
+        folder = training.trained_folder(following, pairs, "dpo", cache=tmp_path)
+        return load_file(str(folder / "dpo" / "adapter_model.safetensors"))
+
+    agreed = adapter([True] * len(ROUND_PAIRS))
+    for flipped in range(len(ROUND_PAIRS)):
+        other = adapter([i != flipped for i in range(len(ROUND_PAIRS))])
+        assert any(not torch.equal(agreed[name], other[name]) for name in agreed), f"pair {flipped} was never trained on"
+
+
+def test_the_page_says_when_the_two_next_policies_are_one_policy():
+    from companion.rewards.iterative import labelling_note
+
+    record = {"n_pairs": 8, "n_labelled_differently": 0, "next_steps": 5, "next_pairs": 20}
+    assert "same policy by construction" in labelling_note(record)
+    assert "3 of the 8 pairs" in labelling_note({**record, "n_labelled_differently": 3})
 
 
 def test_cache_key_changes_with_every_setting():

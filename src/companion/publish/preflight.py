@@ -160,6 +160,16 @@ def _in_languages(ctx: Context, name: str) -> None:
         raise ctx.refuse(name, f"is not one of languages={ctx.params['languages']}", "add it to languages or pick one of them")
 
 
+def _in_sets(ctx: Context, name: str) -> None:
+    """Test sets (paper B's primary OOD list) that are among the notebook's sets, unless own data replaces them."""
+    if ctx.params.get("preference_path") or ctx.params.get("hub_dataset") or "sets" not in ctx.params:
+        return  # the page says own data has no out-of-distribution set, and scores its held-out split only
+    missing = [value for value in ctx.params[name] if value not in ctx.params["sets"]]
+    if missing:
+        raise ctx.refuse(name, f"names {missing}, which are not among sets={ctx.params['sets']}",
+                         "add them to sets or drop them from " + name)
+
+
 @lru_cache(maxsize=8)
 def _parallel_file(path: str) -> Any:
     """A user's parallel file, read once per run."""
@@ -270,7 +280,7 @@ CHECKS: dict[str, Check] = {
     "model_name": _model, "model": _model, "models": _model,
     "corpus": _dataset, "hub_dataset": _dataset,
     "parallel_path": _parallel_path, "preference_path": _preference_path,
-    "languages": _languages, "steer_to": _in_languages, "prompt_language": _in_languages,
+    "languages": _languages, "steer_to": _in_languages, "prompt_language": _in_languages, "ood": _in_sets,
     "n_find": _split_size, "n_eval": _split_size,
     "layers": _layers, "projection_layer": _layers, "primary_layer": _layers,
     "k": _units, "k_values": _units, "primary_k": _units, "sweep_k": _units, "sample_k": _units,

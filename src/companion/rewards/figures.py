@@ -48,31 +48,53 @@ def accuracy_by_setting(settings: list[dict], name: str = "dpo-accuracy",
     return BookFigure(fig, name, caption, alt)
 
 
+SHIFT_NAMES = {"id": "in distribution", "prompt": "prompt shift", "response": "response shift",
+               "prompt+response": "prompt and response shift"}
+
+
+def _points(value: float, _position: object = None) -> str:
+    """An accuracy difference (a share of pairs) as signed percentage points."""
+    return f"{100 * value:+.0f}" if round(100 * value) else "0"
+
+
 def gap_by_shift(settings: list[dict], primary: dict, paper_mean: float) -> BookFigure:
-    """EXRM minus DPORM accuracy per set, grouped by kind of shift, beside the pooled OOD gap and the paper's mean."""
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    """EXRM minus DPORM accuracy per set, one row per set grouped by kind of shift, beside the pooled OOD gap and
+    the paper's mean; horizontal, so set names are read on the y axis and the legend sits outside the data."""
     shifts = [s for s in SHIFT_ORDER if s != "train" and any(r["shift"] == s for r in settings)]
+    rows = [r for shift in shifts for r in settings if r["shift"] == shift]
+    fig, ax = plt.subplots(figsize=(8.5, 1.6 + 0.42 * len(rows)))
     colours = palette(shifts)
-    for i, shift in enumerate(shifts):
-        group = [r for r in settings if r["shift"] == shift]
-        for j, record in enumerate(group):
-            xpos = i + (j - (len(group) - 1) / 2) * 0.2
-            ax.errorbar(xpos, record["gap"], yerr=_interval(record["gap"], record["gap_ci"]), fmt="o", capsize=3,
-                        color=colours[shift])
-            ax.annotate(record["name"], (xpos, record["gap"]), textcoords="offset points",
-                        xytext=(6, 4 if j % 2 == 0 else -12), fontsize="x-small")
-    if primary.get("gap_mean_ood") is not None:
-        ax.axhspan(*primary["gap_mean_ood_ci"], color="black", alpha=0.08, label="mean OOD gap, 95% interval")
-        ax.axhline(primary["gap_mean_ood"], color="black", linewidth=1, label="mean OOD gap (measured)")
-    ax.axhline(0.0, color="grey", linestyle=":", label="no gap")
-    ax.axhline(paper_mean, color="black", linestyle="--", label=f"paper: mean OOD gap {paper_mean:+.0%}")
-    ax.set_xticks(range(len(shifts)), shifts)
-    ax.legend(loc="best", fontsize="small")
-    label(ax, "Gap against shift (EXRM minus DPORM)", "kind of shift", "accuracy gap (positive: EXRM better)")
-    caption = ("EXRM minus DPORM accuracy per test set with 95% hierarchical intervals, grouped by the kind of shift; "
-               "the band is the stratified mean over the out-of-distribution sets fixed in the profile, the dashed "
-               "line the paper's mean out-of-distribution gap.")
-    alt = "Accuracy gap per test set grouped by shift kind, with the measured mean OOD gap band and the paper's value."
+    y = np.arange(len(rows))[::-1]  # the first set (in distribution) on top
+    for shift in shifts:
+        mine = [(yy, r) for yy, r in zip(y, rows) if r["shift"] == shift]
+        gaps = np.array([r["gap"] for _, r in mine])
+        errors = np.array([[r["gap"] - r["gap_ci"][0], r["gap_ci"][1] - r["gap"]] for _, r in mine]).T
+        ax.errorbar(gaps, [yy for yy, _ in mine], xerr=errors, fmt="o", capsize=3, color=colours[shift],
+                    label=SHIFT_NAMES.get(shift, shift))
+    for boundary in np.cumsum([sum(r["shift"] == s for r in rows) for s in shifts])[:-1]:
+        ax.axhline(len(rows) - boundary - 0.5, color="lightgrey", linewidth=0.8)
+    measured = primary.get("gap_mean_ood") is not None
+    if measured:
+        ax.axvspan(*primary["gap_mean_ood_ci"], color="black", alpha=0.08, label="mean OOD gap, 95% interval")
+        ax.axvline(primary["gap_mean_ood"], color="black", linewidth=1, label="mean OOD gap (measured)")
+    ax.axvline(0.0, color="grey", linestyle=":", label="no gap")
+    ax.axvline(paper_mean, color="black", linestyle="--", label=f"paper: mean OOD gap {_points(paper_mean)} points")
+    ax.set_yticks(y, [r["name"] for r in rows])
+    ax.set_ylim(-0.6, len(rows) - 0.4)
+    ax.grid(axis="y", visible=False)
+    ax.xaxis.set_major_formatter(_points)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, fontsize="small")
+    label(ax, "Gap against shift (EXRM minus DPORM)",
+          "accuracy gap, EXRM minus DPORM (percentage points; positive: EXRM better)", "test set")
+    band = ("the grey band and solid line are the mean over the out-of-distribution sets fixed in the profile "
+            "(each set weighs the same) with its 95% interval, " if measured else
+            "no out-of-distribution set is in this run's primary analysis, so no mean is drawn; ")
+    caption = ("EXRM minus DPORM accuracy per test set in percentage points, one row per set, coloured and grouped by "
+               "the kind of shift, with 95% hierarchical intervals (seeds, then pairs); " + band +
+               "the dashed line is the paper's mean out-of-distribution gap and the dotted line no gap.")
+    alt = ("Horizontal dot plot: one row per test set, grouped and coloured by kind of shift, with the EXRM minus DPORM "
+           "accuracy gap and its interval on the x axis in percentage points; vertical lines mark no gap and the "
+           "paper's mean" + (", a shaded band the measured mean OOD gap." if measured else "."))
     return BookFigure(fig, "dpo-gap", caption, alt)
 
 

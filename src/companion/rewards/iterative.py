@@ -4,12 +4,19 @@ The trained DPO policy (first seed) writes two endings for new prompts; DPORM an
 better, and their agreement with the gold labeller is measured. Each labeller's pairs are added to the training pairs
 and a next policy is trained by DPO on them; the gold reward of that policy's samples on held-out prompts (log-odds
 of the target sentiment) says which labeller makes the better next policy.
+
+The next policies train for at least one pass over their pairs: with fewer optimizer steps than that, the trainer's
+seeded sample of the (equally long) pair lists can miss exactly the pairs the two labellers disagree on, and the two
+next policies come out identical although their labels differ. Where the labellers agree on every pair, the two
+next policies are trained on the same pairs and are the same policy by construction; the record says how many pairs
+they label differently.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -71,6 +78,17 @@ def aligned_gold(gold: GoldLabeller, samples: list[list[str]], signs: np.ndarray
     return scores.mean(axis=1) * signs
 
 
+def relabelled(fit_pairs: list[Pair], pairs: list[Pair], first: np.ndarray) -> list[Pair]:
+    """The training pairs plus the round's pairs, each oriented as a labeller says (first: the first ending wins)."""
+    return fit_pairs + [p if f else {**p, "chosen": p["rejected"], "rejected": p["chosen"]} for p, f in zip(pairs, first)]
+
+
+def next_settings(s: TrainSettings, n_pairs: int) -> TrainSettings:
+    """A next policy's training: the policy's settings with at least one pass over its n_pairs pairs, so that every
+    pair a labeller oriented is seen (the steps are the same for both labellers, whose pair lists are equally long)."""
+    return replace(s, steps=max(s.steps, math.ceil(n_pairs / s.batch_size)))
+
+
 def iterative_round(s: TrainSettings, fit_pairs: list[Pair], gold: GoldLabeller, r: RoundSettings,
                     n_boot: int = 1000) -> dict:
     """Agreement of DPORM and EXRM with gold on fresh policy samples, and the gold reward of each next policy."""
@@ -82,24 +100,40 @@ def iterative_round(s: TrainSettings, fit_pairs: list[Pair], gold: GoldLabeller,
     ref = reference_logps(models.policy, models.tokenizer, pairs, s.max_length)
     gold_margin = gold.reward([p["chosen"] for p in pairs]) - gold.reward([p["rejected"] for p in pairs])
     gold_first = signs[keep] * gold_margin > 0
-    agree, next_pairs = {}, {}
+    agree, firsts = {}, {}
     for labeller, rewards in score_models(models, pairs, ref, s.beta, s.max_length).items():
-        first = rewards[:, 0] > rewards[:, 1]
-        agree[labeller] = (first == gold_first).astype(float)
-        next_pairs[labeller] = fit_pairs + [p if f else {**p, "chosen": p["rejected"], "rejected": p["chosen"]}
-                                            for p, f in zip(pairs, first)]
+        firsts[labeller] = rewards[:, 0] > rewards[:, 1]
+        agree[labeller] = (firsts[labeller] == gold_first).astype(float)
+    following = next_settings(s, len(fit_pairs) + len(pairs))
     eval_prompts, eval_signs = round_prompts(r.n_eval, r, test=True)
     policies = {"policy": merged_policy(s, fit_pairs),
-                **{f"next ({name.upper()} labels)": merged_policy(s, next_pairs[name])
+                **{f"next ({name.upper()} labels)": merged_policy(following, relabelled(fit_pairs, pairs, firsts[name]))
                    for name in ("dporm", "exrm")}}
     reward = {name: aligned_gold(gold, _samples(folder, eval_prompts, r), eval_signs) for name, folder in policies.items()}
     reps = resample_means({"agreement": tuple(a[None] for a in agree.values()),
                            "gold": tuple(v[None] for v in reward.values())}, n_boot=n_boot, seed=r.seed)
     return {"n_pairs": len(pairs), "n_eval": len(eval_prompts),
+            "n_labelled_differently": int((firsts["dporm"] != firsts["exrm"]).sum()) if pairs else 0,
+            "next_steps": following.steps, "next_pairs": len(fit_pairs) + len(pairs),
             "agreement": {k: float(v.mean()) for k, v in agree.items()},
             "agreement_ci": {k: list(percentile_interval(reps["agreement"][:, i])) for i, k in enumerate(agree)},
             "gold_reward": {k: float(v.mean()) for k, v in reward.items()},
             "gold_reward_ci": {k: list(percentile_interval(reps["gold"][:, i])) for i, k in enumerate(reward)}}
+
+
+def labelling_note(record: dict) -> str:
+    """One paragraph for the page: how many pairs the labellers orient differently, and what that means for the two
+    next policies (the same policy by construction when it is none)."""
+    n, differ = record["n_pairs"], record["n_labelled_differently"]
+    budget = (f"Each next policy is trained for {record['next_steps']} steps, at least one pass over its "
+              f"{record['next_pairs']} pairs (the training pairs and the round's), so every pair a labeller oriented "
+              "is seen.")
+    if differ == 0:
+        return (f"DPORM and EXRM label all {n} pairs of the round the same way, so the two next policies are trained "
+                "on the same pairs: **they are the same policy by construction**, and their gold rewards are equal. "
+                + budget)
+    return (f"DPORM and EXRM label **{differ} of the {n} pairs** of the round differently; the two next policies "
+            "differ only through those pairs. " + budget)
 
 
 def round_table(record: dict) -> pd.DataFrame:

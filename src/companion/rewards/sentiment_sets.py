@@ -47,7 +47,7 @@ SPECS = {spec.name: spec for spec in (
             "Openings of Rotten Tomatoes critic snippets (short, lower-cased, spaces around punctuation) instead of "
             "IMDB user reviews; the endings are still sampled from the policy. Only the prompt's domain moves."),
     SetSpec("gemma-responses", "response", "imdb", "other",
-            "IMDB openings as in training, but both endings sampled from Gemma 3 270M instead of the SmolLM2 policy "
+            "IMDB openings as in training, but both endings sampled from Gemma 3 270M instead of the policy "
             "that wrote the training endings: the responses come from another generator."),
     SetSpec("human-endings", "response", "imdb", "human",
             "IMDB openings as in training; the endings are the words people wrote next, one from the review of the "

@@ -21,6 +21,7 @@ from companion.core.cache import cache_key, cache_root
 from companion.core.files import staged_folder
 from companion.core.models import MARKER, load_causal_lm, model_identity
 from companion.rewards.preferences import pool, reviews
+from companion.rewards.training import progress_on_stderr
 
 
 @dataclass(frozen=True)
@@ -53,9 +54,10 @@ def _fine_tune_into(folder: str, s: SFTSettings) -> None:
                          activation_checkpointing=False, logging_steps=1, save_strategy="no", report_to=[],
                          bf16=on_gpu, use_cpu=not on_gpu, dataloader_num_workers=0)
         texts = Dataset.from_dict({"text": sft_texts(s.steps * s.batch_size, s.seed)})
-        trainer = SFTTrainer(model=model, args=args, train_dataset=texts, processing_class=tokenizer,
-                             peft_config=LoraConfig(r=s.lora_r, lora_alpha=2 * s.lora_r, target_modules="all-linear",
-                                                    task_type=TaskType.CAUSAL_LM))
+        trainer = progress_on_stderr(SFTTrainer(
+            model=model, args=args, train_dataset=texts, processing_class=tokenizer,
+            peft_config=LoraConfig(r=s.lora_r, lora_alpha=2 * s.lora_r, target_modules="all-linear",
+                                   task_type=TaskType.CAUSAL_LM)))
         trainer.train()
         trainer.model.merge_and_unload().save_pretrained(staging / "model")
         tokenizer.save_pretrained(staging / "model")

@@ -8,6 +8,8 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sys
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
@@ -18,7 +20,8 @@ import torch
 from datasets import Dataset
 from peft import LoraConfig, PeftModel, TaskType
 from safetensors import SafetensorError
-from transformers import AutoModelForSequenceClassification, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoModelForSequenceClassification, PreTrainedModel, PreTrainedTokenizerBase, Trainer
+from transformers.trainer_callback import ProgressCallback
 from transformers.utils import logging as hf_logging
 from trl import DPOConfig, DPOTrainer, RewardConfig, RewardTrainer
 
@@ -27,6 +30,33 @@ from companion.core.files import staged_folder
 from companion.core.models import EMBEDDED, MARKER, embedded_cache_dir, load_causal_lm, model_identity
 from companion.rewards.preferences import Pair
 from companion.rewards.response_head import score_responses_only
+
+# TRL calls a deprecated transformers property on every trainer start; the message is for TRL's authors, not for a
+# reader of the pages (filtered by category, message and the module that warns, nothing else).
+warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning,
+                        module=r"transformers\.modeling_utils")
+
+
+class StderrProgress(ProgressCallback):
+    """transformers' console progress bar, with each logged step written beside the bar on stderr instead of stdout."""
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
+        """One line of the logged values (floats to 4 digits), on stderr."""
+        if state.is_world_process_zero and self.training_bar is not None:
+            shown = {k: f"{v:.4g}" if isinstance(v, float) else v for k, v in (logs or {}).items() if k != "total_flos"}
+            self.training_bar.write(str(shown), file=sys.stderr)
+
+
+def progress_on_stderr(trainer: Trainer) -> Trainer:
+    """Training progress on stderr only, where pages drop it (their cells are tagged remove-stderr) and a terminal or
+    Jupyter still shows it: in a notebook transformers would draw an HTML table of the logs, elsewhere print each
+    logged step on stdout; both become a console bar with the logged steps on stderr."""
+    if not trainer.args.disable_tqdm:
+        for callback in list(trainer.callback_handler.callbacks):
+            if type(callback) is ProgressCallback or type(callback).__name__ == "NotebookProgressCallback":
+                trainer.remove_callback(callback)
+        trainer.add_callback(StderrProgress)
+    return trainer
 
 
 @dataclass(frozen=True)
@@ -121,7 +151,7 @@ def dpo_trainer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pair
                          eval_dataset=pairs_dataset(eval_pairs) if eval_pairs else None, processing_class=tokenizer,
                          peft_config=lora_config(s, TaskType.CAUSAL_LM))
     score_responses_only(trainer.model.get_base_model())
-    return trainer
+    return progress_on_stderr(trainer)
 
 
 
@@ -138,8 +168,8 @@ def reward_trainer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, p
                    out_dir: str | Path) -> RewardTrainer:
     """A TRL RewardTrainer with a fresh LoRA adapter on the backbone with a scalar head."""
     model.config.pad_token_id = tokenizer.pad_token_id
-    return RewardTrainer(model=model, args=reward_config(s, out_dir), train_dataset=pairs_dataset(pairs),
-                         processing_class=tokenizer, peft_config=lora_config(s, TaskType.SEQ_CLS))
+    return progress_on_stderr(RewardTrainer(model=model, args=reward_config(s, out_dir), train_dataset=pairs_dataset(pairs),
+                                            processing_class=tokenizer, peft_config=lora_config(s, TaskType.SEQ_CLS)))
 
 
 
