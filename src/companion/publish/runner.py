@@ -9,7 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -119,6 +119,18 @@ def execute(project: Project, task: Task, profile: str, generated: Path) -> Outc
     return Outcome(task.output, "ran", seconds)
 
 
+def share_threads(task: Task, jobs: int, where_from: Callable[[str, str], str]) -> Task:
+    """With jobs notebooks at once, a notebook's default `threads` becomes its share of the cores (at least 1).
+
+    Two notebooks each asking torch for every core oversubscribe them, and OpenMP's busy-waiting then runs many
+    times slower than one notebook at a time; a `threads` from --set or the profile is kept as given.
+    """
+    if "threads" not in task.params or where_from(task.name, "threads") != "the notebook's default":
+        return task
+    share = max(1, (os.cpu_count() or 1) // jobs)
+    return replace(task, params={**task.params, "threads": min(task.params["threads"], share)})
+
+
 def run(project: Project, profile: str = "default", only: str | None = None, sets: list[str] | None = None,
         force: bool = False, jobs: int = 1, sweeps: list[str] | None = None, executor: str = "local",
         address: str | None = None, dry_run: bool = False) -> list[Outcome]:
@@ -144,6 +156,8 @@ def run(project: Project, profile: str = "default", only: str | None = None, set
         else:
             todo.append(replace(task, expected=last_seconds(project.results, task.output, task.name)))
     where_from = profiles.origin(settings, set_values, profile)
+    if executor == "local" and jobs > 1:
+        todo = [share_threads(task, jobs, where_from) for task in todo]
     for task in todo:  # every grid point's own parameters, before anything is written
         preflight.check([task.notebook], {task.notebook.name: task.params}, where_from)
     if dry_run:
