@@ -4,6 +4,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 COMPANION := $(VENV)/bin/companion
 PROFILE ?= default
+# Notebooks executed at once by `make book` (each gets its share of the cores: two on a 2-core laptop run the two
+# papers side by side, which samples text about 1.3x faster than one notebook on both cores).
+JOBS ?= 2
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
@@ -39,7 +42,7 @@ lab: kernel
 	$(VENV)/bin/jupyter lab $(LAB_FLAGS) notebooks
 
 book: setup
-	$(COMPANION) run --profile $(PROFILE)
+	$(COMPANION) run --profile $(PROFILE) --jobs $(JOBS)
 	$(COMPANION) build
 
 # Debian's Chromium and its driver for the browser test (no browser download at run time).

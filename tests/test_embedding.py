@@ -101,6 +101,7 @@ def test_ordered_pairs_all_or_through_the_pivot():
     assert retrieval.ordered_pairs(["en", "fr", "ru"]) == [("en", "fr"), ("en", "ru"), ("fr", "en"), ("fr", "ru"),
                                                           ("ru", "en"), ("ru", "fr")]
     assert retrieval.ordered_pairs(["en", "fr", "ru"], "pivot") == [("en", "fr"), ("en", "ru"), ("fr", "en"), ("ru", "en")]
+    assert retrieval.ordered_pairs(["en", "fr", "ru"], "to-pivot") == [("fr", "en"), ("ru", "en")]
 
 
 def test_bos_state_does_not_reach_the_pool():

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 import torch
 import transformers
 from tqdm import tqdm
+from transformers import LogitsProcessor, LogitsProcessorList, TopPLogitsWarper
 
 from companion.core.cache import cache_key, cache_root
 from companion.core.files import staged_file
@@ -39,6 +40,30 @@ def _fingerprint(texts: list[str]) -> str:
     return hashlib.sha256(json.dumps(texts).encode()).hexdigest()
 
 
+class NucleusFilter(LogitsProcessor):
+    """Top-p filtering that keeps exactly the tokens transformers' TopPLogitsWarper keeps, found without a full sort.
+
+    The warper sorts the whole vocabulary at every step (262,144 tokens for Gemma 3: half of a sampling run's time on
+    a CPU). A token is kept when the probability of the tokens ranked above it is below top_p, so when the largest
+    `candidates` logits of every row already hold top_p, the cut lies among them and a partial sort (top-k) finds it;
+    otherwise the batch goes through the warper itself.
+    """
+
+    def __init__(self, top_p: float, candidates: int = 1024) -> None:
+        """top_p in (0, 1]; candidates: how many of the largest logits are ranked exactly."""
+        self.top_p, self.candidates, self.fallback = top_p, candidates, TopPLogitsWarper(top_p)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        """Scores with every token outside the nucleus set to -inf."""
+        top, index = scores.topk(min(self.candidates, scores.shape[-1]), dim=-1)
+        probs = (top - scores.logsumexp(-1, keepdim=True)).exp()
+        if (probs.sum(-1) < self.top_p).any():
+            return self.fallback(input_ids, scores)
+        above = probs.cumsum(-1) - probs
+        kept = torch.where(above < self.top_p, top, torch.full_like(top, -torch.inf))
+        return torch.full_like(scores, -torch.inf).scatter(-1, index, kept)
+
+
 @torch.no_grad()
 def _generate(s: SampleSettings, prompts: list[str]) -> list[list[str]]:
     """Sample s.per_prompt continuations of every prompt, left-padded batches, new tokens only."""
@@ -50,7 +75,8 @@ def _generate(s: SampleSettings, prompts: list[str]) -> list[list[str]]:
     for start in tqdm(range(0, len(flat), s.batch_size), desc=f"sampling {s.model}", leave=False):
         batch = tokenizer(flat[start:start + s.batch_size], return_tensors="pt", padding=True)
         torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
-        ids = model.generate(**batch, do_sample=True, temperature=s.temperature, top_p=s.top_p, top_k=0,
+        ids = model.generate(**batch, do_sample=True, temperature=s.temperature, top_p=1.0, top_k=0,
+                             logits_processor=LogitsProcessorList([NucleusFilter(s.top_p)]),
                              max_new_tokens=s.max_new_tokens, pad_token_id=tokenizer.pad_token_id)
         out += [clean(t) for t in tokenizer.batch_decode(ids[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)]
     return [out[i:i + s.per_prompt] for i in range(0, len(out), s.per_prompt)]
@@ -58,7 +84,8 @@ def _generate(s: SampleSettings, prompts: list[str]) -> list[list[str]]:
 
 def samples_key(s: SampleSettings, prompts: list[str]) -> str:
     """Cache key of a set of samples: settings, generator identity, the exact prompts and library versions."""
-    return cache_key(kind="samples", settings=asdict(s), model=model_identity(s.model), prompts=_fingerprint(prompts),
+    return cache_key(kind="samples", settings=asdict(s), nucleus="top-k candidates", model=model_identity(s.model),
+                     prompts=_fingerprint(prompts),
                      versions=[torch.__version__, transformers.__version__])
 
 

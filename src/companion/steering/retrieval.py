@@ -50,9 +50,12 @@ def embed_languages(lab: Setup, evaluation: pd.DataFrame, layers: Sequence[int],
 
 
 def ordered_pairs(languages: Sequence[str], scope: str = "all", pivot: str = "en") -> list[tuple[str, str]]:
-    """Ordered (source, target) pairs: every pair of distinct languages, or ('pivot') those with the pivot language."""
+    """Ordered (source, target) pairs: every pair of distinct languages ('all'), those with the pivot language on
+    either side ('pivot'), or every other language into the pivot ('to-pivot')."""
     pairs = [(src, tgt) for src in languages for tgt in languages if src != tgt]
-    return pairs if scope == "all" else [(src, tgt) for src, tgt in pairs if pivot in (src, tgt)]
+    if scope == "pivot":
+        return [(src, tgt) for src, tgt in pairs if pivot in (src, tgt)]
+    return [(src, tgt) for src, tgt in pairs if tgt == pivot] if scope == "to-pivot" else pairs
 
 
 def forced_hits(lab: Setup, evaluation: pd.DataFrame, pre: dict[str, np.ndarray], pairs: Sequence[tuple[str, str]],
