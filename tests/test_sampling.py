@@ -32,3 +32,21 @@ def test_the_partial_sort_path_is_taken_when_the_candidates_hold_top_p() -> None
     nucleus.fallback = Refuse(0.8)
     kept = torch.nonzero(~torch.isinf(nucleus(torch.zeros((1, 1), dtype=torch.long), scores)))[:, 1].tolist()
     assert kept == [3, 7]  # p(3) = 0.67 < 0.8, so the second token is needed; 0.67 + 0.24 >= 0.8 ends the nucleus
+
+
+def test_generate_samples_the_same_tokens_as_transformers_own_temperature_and_top_p() -> None:
+    """Through generate() at a temperature other than 1: the same seed gives the same continuation token for token."""
+    from tiny import tiny_causal_lm, tiny_tokenizer
+
+    from companion.rewards.sampling import sampling_processors
+
+    model, tokenizer = tiny_causal_lm("llama"), tiny_tokenizer()
+    inputs = tokenizer(["the cat sat", "a good film"], return_tensors="pt", padding=True, padding_side="left")
+    for temperature, top_p in ((1.4, 0.9), (0.7, 0.5), (1.0, 0.95)):
+        torch.manual_seed(3)
+        expected = model.generate(**inputs, do_sample=True, temperature=temperature, top_p=top_p, top_k=0,
+                                  max_new_tokens=12, pad_token_id=tokenizer.pad_token_id)
+        torch.manual_seed(3)
+        found = model.generate(**inputs, do_sample=True, temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=12,
+                               logits_processor=sampling_processors(temperature, top_p), pad_token_id=tokenizer.pad_token_id)
+        assert torch.equal(found, expected), (temperature, top_p)

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 import torch
 import transformers
 from tqdm import tqdm
-from transformers import LogitsProcessor, LogitsProcessorList, TopPLogitsWarper
+from transformers import LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
 
 from companion.core.cache import cache_key, cache_root
 from companion.core.files import staged_file
@@ -41,7 +41,8 @@ def _fingerprint(texts: list[str]) -> str:
 
 
 class NucleusFilter(LogitsProcessor):
-    """Top-p filtering that keeps exactly the tokens transformers' TopPLogitsWarper keeps, found without a full sort.
+    """Top-p filtering that keeps the tokens transformers' TopPLogitsWarper keeps (up to float rounding at the cut),
+    found without a full sort.
 
     The warper sorts the whole vocabulary at every step (262,144 tokens for Gemma 3: half of a sampling run's time on
     a CPU). A token is kept when the probability of the tokens ranked above it is below top_p, so when the largest
@@ -64,6 +65,13 @@ class NucleusFilter(LogitsProcessor):
         return torch.full_like(scores, -torch.inf).scatter(-1, index, kept)
 
 
+def sampling_processors(temperature: float, top_p: float) -> LogitsProcessorList:
+    """Temperature, then the nucleus filter: transformers' own order, which a custom processor passed to generate()
+    would not keep (custom processors go before its temperature), so generate() is called at temperature 1."""
+    first = [TemperatureLogitsWarper(temperature)] if temperature != 1.0 else []
+    return LogitsProcessorList([*first, NucleusFilter(top_p)] if top_p < 1.0 else first)
+
+
 @torch.no_grad()
 def _generate(s: SampleSettings, prompts: list[str]) -> list[list[str]]:
     """Sample s.per_prompt continuations of every prompt, left-padded batches, new tokens only."""
@@ -75,8 +83,8 @@ def _generate(s: SampleSettings, prompts: list[str]) -> list[list[str]]:
     for start in tqdm(range(0, len(flat), s.batch_size), desc=f"sampling {s.model}", leave=False):
         batch = tokenizer(flat[start:start + s.batch_size], return_tensors="pt", padding=True)
         torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
-        ids = model.generate(**batch, do_sample=True, temperature=s.temperature, top_p=1.0, top_k=0,
-                             logits_processor=LogitsProcessorList([NucleusFilter(s.top_p)]),
+        ids = model.generate(**batch, do_sample=True, temperature=1.0, top_p=1.0, top_k=0,
+                             logits_processor=sampling_processors(s.temperature, s.top_p),
                              max_new_tokens=s.max_new_tokens, pad_token_id=tokenizer.pad_token_id)
         out += [clean(t) for t in tokenizer.batch_decode(ids[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)]
     return [out[i:i + s.per_prompt] for i in range(0, len(out), s.per_prompt)]
@@ -84,7 +92,7 @@ def _generate(s: SampleSettings, prompts: list[str]) -> list[list[str]]:
 
 def samples_key(s: SampleSettings, prompts: list[str]) -> str:
     """Cache key of a set of samples: settings, generator identity, the exact prompts and library versions."""
-    return cache_key(kind="samples", settings=asdict(s), nucleus="top-k candidates", model=model_identity(s.model),
+    return cache_key(kind="samples", settings=asdict(s), nucleus="temperature, then top-p over top-k candidates", model=model_identity(s.model),
                      prompts=_fingerprint(prompts),
                      versions=[torch.__version__, transformers.__version__])
 
