@@ -162,6 +162,12 @@ def test_selection_top_bottom_random_and_controls(llama_table):
     assert list(r1["unit"]) == list(r2["unit"]) and len(set(r1["unit"])) == 6
     assert expertise.choose(table, "en", 6, "random-median", seed=3)[1] == "all_p50"
     assert expertise.choose(table, "en", 6, "experts", seed=3)[1] == "on_p50"
+    experts = expertise.choose(table, "en", 6, "experts", seed=3, expert_how="top_bottom")[0]
+    control = expertise.choose(table, "en", 6, "random-target", seed=3, expert_how="top_bottom")[0]
+    assert control["layer"].value_counts().to_dict() == experts["layer"].value_counts().to_dict()  # layer-matched
+    assert set(control["language"]) == {"en"} and control.index.is_unique
+    others = [expertise.choose(table, "en", 6, "random-target", seed=s, expert_how="top_bottom")[0] for s in range(5)]
+    assert len({tuple(c["unit"]) for c in others}) > 1  # drawn at random, by seed
     with pytest.raises(UserError):
         expertise.select_experts(table, "en", 10**6)
 

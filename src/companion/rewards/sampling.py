@@ -92,8 +92,8 @@ def _generate(s: SampleSettings, prompts: list[str]) -> list[list[str]]:
 
 def samples_key(s: SampleSettings, prompts: list[str]) -> str:
     """Cache key of a set of samples: settings, generator identity, the exact prompts and library versions."""
-    return cache_key(kind="samples", settings=asdict(s), nucleus="temperature, then top-p over top-k candidates", model=model_identity(s.model),
-                     prompts=_fingerprint(prompts),
+    return cache_key(kind="samples", settings=asdict(s), nucleus="temperature, then top-p over top-k candidates",
+                     model=model_identity(s.model), prompts=_fingerprint(prompts),
                      versions=[torch.__version__, transformers.__version__])
 
 

@@ -133,13 +133,27 @@ def select_experts(table: pd.DataFrame, language: str, k: int, how: str = "top",
 
 def choose(table: pd.DataFrame, language: str, k: int, selection: str, seed: int,
            expert_how: str = "top") -> tuple[pd.DataFrame, str]:
-    """Units and the statistic to force them to, for 'experts' or a random control (random-target, random-median)."""
+    """Units and the statistic to force them to: the experts, or a layer-matched random control (random-target, random-median)."""
     if selection == "experts":
         return select_experts(table, language, k, expert_how, seed), "on_p50"
     if selection not in CONTROLS:
         raise UserError(f"unknown selection '{selection}'; use 'experts' or one of {', '.join(CONTROLS)}")
-    how, value = CONTROLS[selection]
-    return select_experts(table, language, k, how, seed), value
+    value = CONTROLS[selection][1]
+    return layer_matched_random(table, select_experts(table, language, k, expert_how, seed), seed), value
+
+
+def layer_matched_random(table: pd.DataFrame, experts: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """Random units of the experts' language with as many in each layer as the experts have there.
+
+    A control spread over all layers would put fewer units where a pass that stops early can feel them; matching the
+    count per layer leaves only *which* units differ.
+    """
+    rows = table[table["language"] == experts["language"].iloc[0]] if len(experts) else table.head(0)
+    rng = np.random.default_rng(seed)
+    picked = [part.iloc[rng.choice(len(part), size=int(count), replace=False)]
+              for layer, count in experts["layer"].value_counts().sort_index().items()
+              for part in [rows[rows["layer"] == layer]]]
+    return pd.concat(picked).sort_index() if picked else rows.head(0)
 
 
 
