@@ -102,6 +102,7 @@ def test_ordered_pairs_all_or_through_the_pivot():
                                                           ("ru", "en"), ("ru", "fr")]
     assert retrieval.ordered_pairs(["en", "fr", "ru"], "pivot") == [("en", "fr"), ("en", "ru"), ("fr", "en"), ("ru", "en")]
     assert retrieval.ordered_pairs(["en", "fr", "ru"], "to-pivot") == [("fr", "en"), ("ru", "en")]
+    assert retrieval.ordered_pairs(["en", "fr", "ru"], "from-pivot") == [("en", "fr"), ("en", "ru")]
 
 
 def test_bos_state_does_not_reach_the_pool():

@@ -287,7 +287,7 @@ CHECKS: dict[str, Check] = {
     "test_fraction": _fraction, "units": _regex, "dtype": _dtype,
     "pooling": one_of(_pooling), "controls": one_of(_controls),
     "control": one_of(_controls), "selection": one_of(_steering_choices("selection")),
-    "unit_site": one_of(_steering_choices("unit_site")), "pairs_scope": one_of(lambda: ("all", "pivot", "to-pivot")),
+    "unit_site": one_of(_steering_choices("unit_site")), "pairs_scope": one_of(lambda: ("all", "pivot", "from-pivot", "to-pivot")),
     "positions": one_of(lambda: ("all", "last")), "protocol": one_of(lambda: ("source", "both")),
     "seed": at_least(0), "data_seed": at_least(0), "seeds": at_least(0),
     "beta": at_least(0, strict=True), "learning_rate": at_least(0, strict=True),

@@ -51,11 +51,11 @@ def embed_languages(lab: Setup, evaluation: pd.DataFrame, layers: Sequence[int],
 
 def ordered_pairs(languages: Sequence[str], scope: str = "all", pivot: str = "en") -> list[tuple[str, str]]:
     """Ordered (source, target) pairs: every pair of distinct languages ('all'), those with the pivot language on
-    either side ('pivot'), or every other language into the pivot ('to-pivot')."""
+    either side ('pivot'), the pivot into every other language ('from-pivot') or every other into the pivot ('to-pivot')."""
     pairs = [(src, tgt) for src in languages for tgt in languages if src != tgt]
-    if scope == "pivot":
-        return [(src, tgt) for src, tgt in pairs if pivot in (src, tgt)]
-    return [(src, tgt) for src, tgt in pairs if tgt == pivot] if scope == "to-pivot" else pairs
+    keep = {"all": lambda src, tgt: True, "pivot": lambda src, tgt: pivot in (src, tgt),
+            "from-pivot": lambda src, tgt: src == pivot, "to-pivot": lambda src, tgt: tgt == pivot}[scope]
+    return [(src, tgt) for src, tgt in pairs if keep(src, tgt)]
 
 
 def forced_hits(lab: Setup, evaluation: pd.DataFrame, pre: dict[str, np.ndarray], pairs: Sequence[tuple[str, str]],
