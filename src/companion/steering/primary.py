@@ -13,18 +13,20 @@ from companion.core.stats import percentile_interval, resample_means
 from companion.steering.experiments import Setup
 from companion.steering.retrieval import embed_languages, forced_hits
 
-# One choice switched at a time, away from the primary analysis: (row label, settings changed).
+# One choice switched at a time, away from the primary analysis: (row label, settings changed). The pooling rows change
+# how the retrieval embeddings are pooled, not the expertise table (found once, mean-pooled, <bos> left out).
 CHOICES: list[tuple[str, dict]] = [
     ("selection: top k (not top and bottom)", {"selection": "top"}),
     ("selection: top and bottom", {"selection": "top_bottom"}),
     ("centring: on", {"center": True}),
     ("centring: off", {"center": False}),
-    ("<bos> in the mean pool", {"skip_special": False}),
-    ("unit site: what the MLP writes to the residual stream", {"unit_site": "output"}),
+    ("<bos> in the mean pool (embeddings only: the experts are still found without it)", {"skip_special": False}),
+    ("unit site: what the MLP writes to the residual stream (the same k is a larger share of its fewer units)",
+     {"unit_site": "output"}),
     ("unit site: MLP neurons (down-projection input)", {"unit_site": "input"}),
     ("protocol: forced on both sides", {"protocol": "both"}),
     ("protocol: forced on the source side", {"protocol": "source"}),
-    ("pooling: max", {"pooling": "max"}),
+    ("pooling: max (embeddings only: the experts are still found on mean-pooled activations)", {"pooling": "max"}),
 ]
 
 
