@@ -33,3 +33,15 @@ def test_retrieval_pairs_draws_the_pairs_that_were_run_before_after_and_control(
     assert "4 ordered pairs that were run" in drawn.caption and "crosses" in drawn.caption and "en→fr" in drawn.alt
     alone = figures.retrieval_pairs(sweep(PIVOT[:2]), 40, 9)
     assert "crosses" not in alone.caption and len(alone.figure.axes[0].collections) == 2
+
+
+def test_generation_figures_draw_the_control_at_every_k_once_per_target() -> None:
+    """The control at each k > 0 is one dotted line per target: one legend entry each, no repeats."""
+    share = pd.DataFrame([{"target": t, "k": k, "selection": arm, "mean": 0.5, "low": 0.4, "high": 0.6, "perplexity": 9.0}
+                          for t in ("de", "fr") for k in (0, 10, 20)
+                          for arm in (["experts"] + (["random-target"] if k else []))])
+    for draw in (figures.generation_share, figures.generation_perplexity):
+        drawn = draw(share, ["de", "fr"])
+        labels = drawn.figure.axes[0].get_legend_handles_labels()[1]
+        assert labels == ["de", "de, random-target", "fr", "fr, random-target"]
+        assert "same k" in drawn.caption

@@ -65,7 +65,7 @@ def expert_overlap(matrix: pd.DataFrame, k: int) -> BookFigure:
 
 
 def _by_k(share: pd.DataFrame, targets: Sequence[str], column: str, ax: plt.Axes, interval: bool) -> plt.Axes:
-    """One line per target language against k (experts), crosses for the controls."""
+    """One line per target language against k (experts), dotted lines with crosses for the controls."""
     colours = palette(list(targets))
     experts = share[share["selection"] == "experts"]
     for target in targets:
@@ -73,9 +73,10 @@ def _by_k(share: pd.DataFrame, targets: Sequence[str], column: str, ax: plt.Axes
         ax.plot(rows["k"], rows[column], marker="o", ms=3, color=colours[target], label=target)
         if interval:
             ax.fill_between(rows["k"], rows["low"], rows["high"], color=colours[target], alpha=0.15)
-        for _, control in share[(share["target"] == target) & (share["selection"] != "experts")].iterrows():
-            ax.scatter(control["k"], control[column], marker="x", s=60, color=colours[target],
-                       label=f"{target}, {control['selection']}")
+        controls = share[(share["target"] == target) & (share["selection"] != "experts")]
+        for selection, rows in controls.groupby("selection"):
+            rows = rows.sort_values("k")
+            ax.plot(rows["k"], rows[column], ls=":", marker="x", ms=7, color=colours[target], label=f"{target}, {selection}")
     ax.set_xscale("symlog", linthresh=10)
     ax.legend(fontsize="small", ncol=2)
     return ax
@@ -88,8 +89,9 @@ def generation_share(share: pd.DataFrame, targets: Sequence[str]) -> BookFigure:
     ax.set_ylim(-0.02, 1.02)
     label(ax, "Continuations in the target language", "experts forced (k)", "share (95% CI)")
     return BookFigure(fig, "generation-share", "Share of continuations in the target language as more of its experts are "
-                      "forced; crosses are the random-units control at the largest k.",
-                      "Line chart of the target-language share against k, one line per target, with shaded intervals.")
+                      "forced; dotted lines with crosses are the layer-matched random-units control at the same k.",
+                      "Line chart of the target-language share against k, one solid line per target with shaded intervals "
+                      "and one dotted line per target for the control.")
 
 
 def generation_perplexity(share: pd.DataFrame, targets: Sequence[str]) -> BookFigure:
@@ -99,8 +101,9 @@ def generation_perplexity(share: pd.DataFrame, targets: Sequence[str]) -> BookFi
     ax.set_yscale("log")
     label(ax, "Perplexity on target-language text", "experts forced (k)", "perplexity (log scale)")
     return BookFigure(fig, "generation-perplexity", "Perplexity on target-language text while its experts are forced; "
-                      "crosses are the random-units control.",
-                      "Line chart of perplexity (log scale) against k, one line per target language.")
+                      "dotted lines with crosses are the random-units control at the same k.",
+                      "Line chart of perplexity (log scale) against k, one solid line per target language (experts) "
+                      "and one dotted line per target (control).")
 
 
 def space_projections(points: dict[str, tuple[np.ndarray, np.ndarray]], languages: np.ndarray, layer: int,

@@ -89,13 +89,13 @@ def steered_generation(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBas
 
 def generation_sweep(lab: Setup, evaluation: pd.DataFrame, prompts: Sequence[str], targets: Sequence[str],
                      k_values: Sequence[int], controls: Sequence[str], max_new_tokens: int) -> list[dict]:
-    """steered_generation for every target and k, and for each control at the largest k."""
+    """steered_generation for every target and k, and for each control at every k > 0."""
     s, identifier = lab.settings, language_identifier()
     return [steered_generation(lab.model, lab.tokenizer, lab.table, target, k, arm, prompts, list(evaluation[target]),
                                identifier, s.seed, s.selection, max_new_tokens)
             for target in tqdm(targets, desc="target language")
             for k in k_values
-            for arm in ["experts"] + (list(controls) if k == max(k_values) else [])]
+            for arm in ["experts"] + (list(controls) if k > 0 else [])]
 
 
 
