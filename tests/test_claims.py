@@ -32,7 +32,8 @@ GENERATION = {"notebook": "steering_2_generation", "profile": "default", "parame
 GENERALIZATION = {"notebook": "dpo_3_generalization", "profile": "smoke", "parameters": {}, "provenance": {}, "metrics": {
     "primary": {"settings": ["prompt shift", "response shift", "both"], "seeds": [0, 1, 2], "n_pairs": 600,
                 "gap_mean_ood": 0.01, "gap_mean_ood_ci": [-0.02, 0.04], "gap_max_ood": 0.05, "gap_max_ood_ci": [0.01, 0.09],
-                "id_gap": 0.0, "id_gap_ci": [-0.01, 0.01], "train_acc_dporm": 0.97, "train_acc_exrm": 0.98}}}
+                "id_gap": 0.0, "id_gap_ci": [-0.01, 0.01], "gap_ood_minus_id": 0.01, "gap_ood_minus_id_ci": [-0.03, 0.05],
+                "train_acc_dporm": 0.97, "train_acc_exrm": 0.98}}}
 FIXTURES = {"steering_4_retrieval": RETRIEVAL, "steering_2_generation": GENERATION, "dpo_3_generalization": GENERALIZATION}
 
 
@@ -83,7 +84,11 @@ def test_primary_rows_carry_recorded_paired_intervals_and_verdicts(tmp_path: Pat
     assert "0.05 [0.01, 0.09]" in largest and "no control maximum recorded" in largest
     assert not any(outcome in largest for outcome in OUTCOMES)
     assert "{cite:p}`sundar2025steering`" in ratio and "{cite:p}`lin2024limited`" in mean
-    assert len([line for line in page.splitlines() if line.startswith("| ") and "**" in line.split("|")[5]]) == 8
+    assert "under-powered" not in mean  # half-width 0.03: what the sets were sized for
+    shift = row(page, "the drop comes with the shift")
+    assert "0.01 [-0.03, 0.05]" in shift and "**inconclusive**" in shift
+    assert "under-powered: the interval's half-width 0.040 is above the 0.03" in shift
+    assert len([line for line in page.splitlines() if line.startswith("| ") and "**" in line.split("|")[5]]) == 9
 
 
 def test_maxima_are_exploratory_beside_the_controls_maximum(tmp_path: Path) -> None:

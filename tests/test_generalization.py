@@ -72,12 +72,14 @@ def test_hierarchical_intervals_equal_a_direct_computation():
     assert primary["gap_mean_ood_ci"] == pytest.approx(list(np.quantile(mean_ood, [0.025, 0.975])))
     assert primary["gap_max_ood_ci"] == pytest.approx(list(np.quantile(max_ood, [0.025, 0.975])))
     assert primary["id_gap_ci"] == pytest.approx(list(np.quantile(gaps["a"], [0.025, 0.975])))
+    assert primary["gap_ood_minus_id"] == pytest.approx(primary["gap_mean_ood"] - primary["id_gap"])
+    assert primary["gap_ood_minus_id_ci"] == pytest.approx(list(np.quantile(mean_ood - gaps["a"], [0.025, 0.975])))
 
 
 def test_no_ood_settings_give_empty_gaps():
     frame = synthetic_frame()
     primary = gen.primary(frame, [], n_boot=50)
-    assert primary["gap_mean_ood"] is None and primary["id_gap"] == 0.0
+    assert primary["gap_mean_ood"] is None and primary["id_gap"] == 0.0 and primary["gap_ood_minus_id"] is None
     with pytest.raises(UserError, match="not scored"):
         gen.primary(frame, ["nowhere"], n_boot=50)
 
