@@ -267,3 +267,20 @@ def test_sft_start_is_a_cached_model_folder_both_trainers_load(tiny_folder, tmp_
     monkeypatch.setattr(sft, "_fine_tune_into", lambda *args: (_ for _ in ()).throw(AssertionError("cached")))
     assert sft.sft_backbone(settings) == folder
     assert training.load_reward_backbone(folder).config.num_labels == 1
+
+
+def test_round_prompts_are_fresh_openings_not_training_ones() -> None:
+    """The round's prompts skip every opening a training pair used (normalised), and keep alternating targets."""
+    from companion.rewards.iterative import RoundSettings, round_prompts
+    from companion.rewards.preferences import normalise
+
+    r = RoundSettings(n_prompts=6, prompt_words=8)
+    first, signs = round_prompts(6, r, test=False)
+    used = frozenset(normalise(p.split("Review: ", 1)[1]) for p in first[:3])
+    fresh, _ = round_prompts(6, r, test=False, used=used)
+    assert len(fresh) == 6 and not {normalise(p.split("Review: ", 1)[1]) for p in fresh} & used
+    def opening(prompt: str) -> str:
+        return prompt.split("Review: ", 1)[1]
+
+    assert [opening(p) for p in fresh[:3]] == [opening(p) for p in first[3:]]  # the same pool, used openings skipped
+    assert list(signs) == [1.0, -1.0] * 3

@@ -5,6 +5,11 @@ better, and their agreement with the gold labeller is measured. Each labeller's 
 and a next policy is trained by DPO on them; the gold reward of that policy's samples on held-out prompts (log-odds
 of the target sentiment) says which labeller makes the better next policy.
 
+The round's prompts are IMDB openings that no training pair used. Each next policy is trained afresh from the
+common SFT start on the training pairs plus the round's pairs (not continued from the policy's adapter), so
+'policy against next' mixes new labels with more training, while DPORM's next policy against EXRM's holds
+everything but the labels equal.
+
 The next policies train for at least one pass over their pairs: with fewer optimizer steps than that, the trainer's
 seeded sample of the (equally long) pair lists can miss exactly the pairs the two labellers disagree on, and the two
 next policies come out identical although their labels differ. Where the labellers agree on every pair, the two
@@ -57,12 +62,14 @@ def merged_policy(s: TrainSettings, pairs: list[Pair]) -> str:
     return str(folder)
 
 
-def round_prompts(n: int, r: RoundSettings, test: bool) -> tuple[list[str], np.ndarray]:
-    """n prompts (alternating targets) from IMDB openings of the training or test pool, and each target's sign."""
+def round_prompts(n: int, r: RoundSettings, test: bool, used: frozenset[str] = frozenset()) -> tuple[list[str], np.ndarray]:
+    """n prompts (alternating targets) from IMDB openings of the training or test pool that are not among the used
+    openings (normalised), and each target's sign."""
     imdb = pool(reviews(), test)
     imdb = imdb[imdb["source"] == "imdb"]
-    rows = imdb.iloc[np.random.default_rng(r.seed + 100 + int(test)).permutation(len(imdb))[:n]]
-    openings = [split_review(t, r.prompt_words, 0)[0] for t in rows["text"]]
+    shuffled = imdb.iloc[np.random.default_rng(r.seed + 100 + int(test)).permutation(len(imdb))]
+    candidates = (split_review(t, r.prompt_words, 0)[0] for t in shuffled["text"])
+    openings = [o for o in candidates if normalise(o) not in used][:n]
     targets = [TARGETS[i % 2] for i in range(len(openings))]
     return [prompt_text(o, t) for o, t in zip(openings, targets)], np.array([1.0 if t == "positive" else -1.0 for t in targets])
 
@@ -92,7 +99,8 @@ def next_settings(s: TrainSettings, n_pairs: int) -> TrainSettings:
 def iterative_round(s: TrainSettings, fit_pairs: list[Pair], gold: GoldLabeller, r: RoundSettings,
                     n_boot: int = 1000) -> dict:
     """Agreement of DPORM and EXRM with gold on fresh policy samples, and the gold reward of each next policy."""
-    prompts, signs = round_prompts(r.n_prompts, r, test=False)
+    used = frozenset(normalise(p.get("opening") or p["prompt"].split("Review: ", 1)[-1]) for p in fit_pairs)
+    prompts, signs = round_prompts(r.n_prompts, r, test=False, used=used)
     samples = _samples(merged_policy(s, fit_pairs), prompts, r)
     keep = [i for i, (a, b) in enumerate(samples) if normalise(a) != normalise(b)]
     pairs = [{"prompt": prompts[i], "chosen": " " + samples[i][0], "rejected": " " + samples[i][1]} for i in keep]
