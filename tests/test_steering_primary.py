@@ -50,6 +50,8 @@ def test_primary_row_pools_pairs_per_sentence_and_pairs_its_intervals() -> None:
     assert row["pairs"] == ["en→fr", "fr→en"] and row["n_eval"] == 30 and row["seeds"] == [0, 1, 2]
     assert row["diff_ci"][0] <= row["diff"] <= row["diff_ci"][1]
     assert set(row) >= {"layer", "k", "selection", "ratio_ci", "diff_vs_control", "diff_vs_control_ci"}
+    assert [r["seed"] for r in row["per_seed"]] == [0, 1, 2]
+    assert [r["top1_post"] for r in row["per_seed"]] == pytest.approx(list(post.mean(axis=1)))
 
 
 def test_the_maximum_ratio_has_the_interval_of_the_maximum_not_of_the_selected_cell() -> None:

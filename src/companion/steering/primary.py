@@ -55,7 +55,9 @@ def primary_row(runs: dict, pairs: Sequence[tuple[str, str]], layers: Sequence[i
             "ratio_ci": percentile_interval(reps[:, 1] / reps[:, 0]) if (reps[:, 0] > 0).all() else None,
             "diff": float(post.mean() - pre.mean()), "diff_ci": percentile_interval(reps[:, 1] - reps[:, 0]),
             "diff_vs_control": float(post.mean() - ctrl.mean()),
-            "diff_vs_control_ci": percentile_interval(reps[:, 1] - reps[:, 2])}
+            "diff_vs_control_ci": percentile_interval(reps[:, 1] - reps[:, 2]),
+            "per_seed": [{"seed": int(s), "top1_pre": float(a.mean()), "top1_post": float(b.mean()),
+                          "top1_control": float(c.mean())} for s, a, b, c in zip(seeds, pre, post, ctrl)]}
 
 
 def what_decides(lab: Setup, evaluation: pd.DataFrame, pairs: Sequence[tuple[str, str]], layer: int,
