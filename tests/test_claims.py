@@ -74,6 +74,7 @@ def test_primary_rows_carry_recorded_paired_intervals_and_verdicts(tmp_path: Pat
     assert "**reproduced**" in row(page, "top-1 accuracy rises") and "| Δ top-1 > 0 (direction only) |" in page
     assert "**reproduced**" in row(page, "as many random units are forced")
     assert "**reproduced**" in row(page, "compared with no forcing", "**ru**")
+    assert "prompt: 'en'" in row(page, "compared with no forcing", "**ru**")
     assert "**not reproduced**" in row(page, "compared with no forcing", "**fr**")  # stayed at 0 with and without
     assert "**inconclusive**" in row(page, "forcing as many random units", "**fr**")
     mean = row(page, "mean accuracy drop 3%")

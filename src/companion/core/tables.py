@@ -19,12 +19,12 @@ def format_interval(interval: Sequence[float | None] | None, digits: int = 3, si
 def readable(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     """A copy of table for the page: numbers rounded, every '*_ci' column or row written with format_interval.
 
-    Intervals of differences (names starting with 'diff') are signed.
+    Intervals of differences (names starting with 'diff' or 'gap') are signed.
     """
     def cell(name: object, value: object) -> object:
         """One value as shown, given the name of its column or row."""
         if str(name).endswith("_ci"):
-            return format_interval(value, digits, signed=str(name).startswith("diff"))
+            return format_interval(value, digits, signed=str(name).startswith(("diff", "gap")))
         return round(float(value), digits) if isinstance(value, Real) and not isinstance(value, Integral) else value
 
     shown = table.round(digits)

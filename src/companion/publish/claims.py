@@ -28,8 +28,9 @@ HOW_TO_READ = (
     "results. Where the paper's number is itself a maximum (\"up to 2x\"), our primary estimate is one setting fixed "
     "in advance, so it can fall short of that number even when the effect is real; our own maximum is in the "
     "second table. The second table lists maxima over pairs, layers, k and settings (paper B's \"maximum drop of "
-    "7%\" is one): they are exploratory and get no verdict. A claim of a direction only (no size) can be reproduced, opposite "
-    "or inconclusive, but never 'not reproduced', since no size is claimed that our interval could exclude. Paper B's "
+    "7%\" is one): they are exploratory and get no verdict. A claim of a direction only (no size) is reproduced, opposite "
+    "or inconclusive, and 'not reproduced' only when the interval ends exactly at no effect (e.g. [-0.25, 0], as a share "
+    "that stays at 0 can give): it then excludes every effect in the paper's direction. Paper B's "
     "row gets no verdict when its premise fails: if the two reward models already differ on in-distribution pairs, an "
     "out-of-distribution gap does not measure generalisation."
 )

@@ -79,7 +79,9 @@ def _generation(key: str, what: str) -> Callable[[Fields], list[Row]]:
     def extract(metrics: Fields) -> list[Row]:
         """One row per target language."""
         primary = metrics.child("primary")
-        setting = f"k={primary.integer('k')} units ({primary.text('selection')}), prompts: {primary.text('prompt')}"
+        prompt = primary.text("prompt")
+        setting = (f"k={primary.integer('k')} units ({primary.text('selection')}), "
+                   + (f"prompt: '{prompt}'" if prompt else "sampled from `<bos>` alone (an empty prompt)"))
         rows = []
         for target in primary.children("targets"):
             share = target.estimate("share")

@@ -30,6 +30,7 @@ from peft import PeftModel
 from companion.core.files import staged_folder
 from companion.core.models import MARKER, load_causal_lm
 from companion.core.stats import percentile_interval, resample_means
+from companion.core.tables import format_interval
 from companion.rewards.gold import GoldLabeller
 from companion.rewards.preferences import Pair, normalise, pool, reviews
 from companion.rewards.sampling import SampleSettings, sample_continuations
@@ -146,8 +147,8 @@ def labelling_note(record: dict) -> str:
 
 def round_table(record: dict) -> pd.DataFrame:
     """The round's two questions as a table: agreement with gold per labeller, gold reward per policy."""
-    rows = [{"quantity": f"agreement with gold, {k.upper()}", "value": v, "95% interval": record["agreement_ci"][k]}
-            for k, v in record["agreement"].items()]
-    rows += [{"quantity": f"gold reward of samples, {k}", "value": v, "95% interval": record["gold_reward_ci"][k]}
-             for k, v in record["gold_reward"].items()]
+    rows = [{"quantity": f"agreement with gold, {k.upper()}", "value": round(v, 3),
+             "95% interval": format_interval(record["agreement_ci"][k])} for k, v in record["agreement"].items()]
+    rows += [{"quantity": f"gold reward of samples, {k}", "value": round(v, 3),
+              "95% interval": format_interval(record["gold_reward_ci"][k])} for k, v in record["gold_reward"].items()]
     return pd.DataFrame(rows).set_index("quantity")
