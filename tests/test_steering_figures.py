@@ -45,3 +45,13 @@ def test_generation_figures_draw_the_control_at_every_k_once_per_target() -> Non
         labels = drawn.figure.axes[0].get_legend_handles_labels()[1]
         assert labels == ["de", "de, random-target", "fr", "fr, random-target"]
         assert "same k" in drawn.caption
+
+
+def test_by_layer_ratio_is_the_ratio_of_the_means_shown_beside_it() -> None:
+    """The layer table's ratio is after / before of its own columns (as in the primary row), not a mean of pair ratios."""
+    from companion.steering.retrieval import by_layer
+
+    frame = sweep(PIVOT)
+    frame = frame.assign(ratio=frame["top1_post"] / frame["top1_pre"])
+    summary = by_layer(frame)
+    assert list(summary["ratio"]) == pytest.approx(list(summary["top1_post"] / summary["top1_pre"]))

@@ -57,11 +57,16 @@ def fmt_ci(estimate: Estimate) -> str:
     return f"{fmt(estimate.value)} [{fmt(estimate.low)}, {fmt(estimate.high)}]"
 
 
+def counted(n: int, noun: str) -> str:
+    """'1 seed', '3 seeds'."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def _retrieval_setting(primary: Fields) -> str:
     """The primary retrieval analysis as fixed in the profile."""
     return (f"layer {primary.integer('layer')}, k={primary.integer('k')} units ({primary.text('selection')}), "
             f"{primary.count('pairs')} ordered language pairs, {primary.integer('n_eval')} sentences, "
-            f"{primary.count('seeds')} seeds; paired bootstrap over seeds and sentences")
+            f"{counted(primary.count('seeds'), 'seed')}; paired bootstrap over seeds and sentences")
 
 
 def _retrieval(key: str, what: str) -> Callable[[Fields], list[Row]]:
@@ -98,7 +103,7 @@ def _dpo_gap(key: str, what: str) -> Callable[[Fields], list[Row]]:
         """The gap with its interval and the context it must be read in."""
         primary = metrics.child("primary")
         context = (f"{what}; OOD settings fixed in the profile: {', '.join(primary.strings('settings'))}; "
-                   f"{primary.count('seeds')} seeds, {primary.count('n_pairs')} test pairs; beside it: in-distribution "
+                   f"{counted(primary.count('seeds'), 'seed')}, {primary.count('n_pairs')} test pairs; beside it: in-distribution "
                    f"gap {fmt_ci(primary.estimate('id_gap'))}, training accuracy DPORM "
                    f"{fmt(primary.number('train_acc_dporm'))}, EXRM {fmt(primary.number('train_acc_exrm'))} "
                    "(the paper's premise: both fit the training pairs equally well)")

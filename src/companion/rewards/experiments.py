@@ -201,9 +201,11 @@ def primary_for_model(base: TrainSettings, build: BuildSettings, grid: list[floa
 
 
 def scale_table(by_scale: list[dict]) -> pd.DataFrame:
-    """One row per backbone: the in-distribution gap, the mean and max OOD gaps with intervals, and the fit."""
+    """One row per backbone: the in-distribution gap, the mean and max OOD gaps, their mean minus the ID gap (with
+    intervals), and the fit."""
     return pd.DataFrame([{"model": r["model"], "ID gap": _fmt(r["id_gap"], r["id_gap_ci"]),
                           "mean OOD gap": _fmt(r["gap_mean_ood"], r["gap_mean_ood_ci"]),
                           "max OOD gap": _fmt(r["gap_max_ood"], r["gap_max_ood_ci"]),
+                          "mean OOD gap - ID gap": _fmt(r["gap_ood_minus_id"], r["gap_ood_minus_id_ci"]),
                           "DPORM train acc": r["train_acc_dporm"], "EXRM train acc": r["train_acc_exrm"]}
                          for r in by_scale]).set_index("model")

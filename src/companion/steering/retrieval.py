@@ -101,8 +101,10 @@ def sweep_frame(runs: dict[tuple[int, str, int], dict], layers: Sequence[int], s
 
 
 def by_layer(sweep: pd.DataFrame) -> pd.DataFrame:
-    """Mean top-1 before and after, and the mean ratio, per selection, k and layer (over ordered pairs)."""
-    return sweep.groupby(["selection", "k", "layer"])[["top1_pre", "top1_post", "ratio"]].mean()
+    """Mean top-1 before and after over the ordered pairs, and their ratio (of the means, as in the primary row), per
+    selection, k and layer."""
+    means = sweep.groupby(["selection", "k", "layer"])[["top1_pre", "top1_post"]].mean()
+    return means.assign(ratio=means["top1_post"] / means["top1_pre"].where(means["top1_pre"] > 0))
 
 
 def best_ratio(runs: dict[tuple[int, str, int], dict], layers: Sequence[int], seed: int, arm: str, n_boot: int) -> dict:
