@@ -43,7 +43,8 @@ def test_generation_figures_draw_the_control_at_every_k_once_per_target() -> Non
     for draw in (figures.generation_share, figures.generation_perplexity):
         drawn = draw(share, ["de", "fr"])
         labels = drawn.figure.axes[0].get_legend_handles_labels()[1]
-        assert labels == ["de", "de, random-target", "fr", "fr, random-target"]
+        assert labels == ["de", "de, random units (random-target)", "fr", "fr, random units (random-target)"]
+        assert [t.get_text() for t in drawn.figure.axes[0].get_xticklabels()] == ["0", "10", "20"]
         assert "same k" in drawn.caption
 
 

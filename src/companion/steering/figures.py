@@ -76,8 +76,10 @@ def _by_k(share: pd.DataFrame, targets: Sequence[str], column: str, ax: plt.Axes
         controls = share[(share["target"] == target) & (share["selection"] != "experts")]
         for selection, rows in controls.groupby("selection"):
             rows = rows.sort_values("k")
-            ax.plot(rows["k"], rows[column], ls=":", marker="x", ms=7, color=colours[target], label=f"{target}, {selection}")
+            ax.plot(rows["k"], rows[column], ls=":", marker="x", ms=7, color=colours[target],
+                    label=f"{target}, random units ({selection})")
     ax.set_xscale("symlog", linthresh=10)
+    ax.set_xticks(sorted(share["k"].unique()), [f"{k:,}" for k in sorted(share["k"].unique())])  # every k run, labelled
     ax.legend(fontsize="small", ncol=2)
     return ax
 
