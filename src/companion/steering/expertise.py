@@ -25,7 +25,7 @@ SELECTIONS = ("top", "top_bottom", "random")
 
 
 # What each named selection forces: (how units are chosen, which statistic they are forced to).
-CONTROLS = {"random-target": ("random", "on_p50"), "random-median": ("random", "all_p50")}
+CONTROLS = {"random-target": "on_p50", "random-median": "all_p50"}  # control -> statistic its random units are forced to
 
 
 TABLE_VERSION = 2  # 2: versification markers stripped, special tokens out of the pool, unit sites
@@ -138,17 +138,16 @@ def choose(table: pd.DataFrame, language: str, k: int, selection: str, seed: int
         return select_experts(table, language, k, expert_how, seed), "on_p50"
     if selection not in CONTROLS:
         raise UserError(f"unknown selection '{selection}'; use 'experts' or one of {', '.join(CONTROLS)}")
-    value = CONTROLS[selection][1]
-    return layer_matched_random(table, select_experts(table, language, k, expert_how, seed), seed), value
+    return layer_matched_random(table, language, select_experts(table, language, k, expert_how, seed), seed), CONTROLS[selection]
 
 
-def layer_matched_random(table: pd.DataFrame, experts: pd.DataFrame, seed: int) -> pd.DataFrame:
-    """Random units of the experts' language with as many in each layer as the experts have there.
+def layer_matched_random(table: pd.DataFrame, language: str, experts: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """Random units of one language with as many in each layer as its experts have there.
 
     A control spread over all layers would put fewer units where a pass that stops early can feel them; matching the
     count per layer leaves only *which* units differ.
     """
-    rows = table[table["language"] == experts["language"].iloc[0]] if len(experts) else table.head(0)
+    rows = table[table["language"] == language]
     rng = np.random.default_rng(seed)
     picked = [part.iloc[rng.choice(len(part), size=int(count), replace=False)]
               for layer, count in experts["layer"].value_counts().sort_index().items()
