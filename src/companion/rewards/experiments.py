@@ -16,6 +16,7 @@ from transformers import AutoTokenizer
 
 from companion.core.errors import UserError
 from companion.core.stats import percentile_interval, resample_means
+from companion.core.tables import format_interval
 from companion.rewards.baselines import Shortcuts, shortcut_rows
 from companion.rewards.preferences import Pair, PreferenceSet, hub_sets, own_file_sets
 from companion.rewards.scoring import correct, keep_fitting, reference_logps, score_models
@@ -137,7 +138,7 @@ def half_width(interval: list[float] | None) -> float | None:
 
 def _fmt(value: float | None, ci: list[float] | None = None) -> str:
     """A signed value with its interval, or n/a."""
-    return "n/a" if value is None else f"{value:+.3f}" + (f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "")
+    return "n/a" if value is None else f"{value:+.3f}" + (f" {format_interval(ci, signed=True)}" if ci else "")
 
 
 def claim_table(primary: dict) -> pd.DataFrame:
