@@ -1,52 +1,79 @@
-"""Nucleus filtering without a full sort keeps exactly the tokens transformers' top-p warper keeps."""
+"""The nucleus draw samples exactly transformers' temperature + top-p distribution, without its full sort."""
 
+import pytest
 import torch
 from transformers import TopPLogitsWarper
 
-from companion.rewards.sampling import NucleusFilter
+from companion.core.decoding import NucleusSampler, draw, sample, sampling_processors
+
+GRID = 50_000  # uniform variates on a regular grid: the share drawn for each token is its probability +- 1 / GRID
 
 
-def test_same_tokens_as_the_warper_on_peaked_and_flat_rows() -> None:
-    """Peaked rows (the cut among the candidates) and flat rows (the fall-back) both match the warper exactly."""
+def drawn_shares(scores: torch.Tensor, top_p: float, candidates: int) -> torch.Tensor:
+    """How often each token of one row is drawn when the uniform variate runs over a fine regular grid."""
+    uniform = (torch.arange(GRID, dtype=torch.float64) + 0.5) / GRID
+    tokens = draw(scores.expand(GRID, -1), top_p, uniform, candidates)
+    return torch.bincount(tokens, minlength=scores.shape[-1]).double() / GRID
+
+
+def warper_probs(scores: torch.Tensor, top_p: float) -> torch.Tensor:
+    """transformers' sampling distribution: the top-p warper's kept logits, softmaxed."""
+    kept = TopPLogitsWarper(top_p)(None, scores.clone()) if top_p < 1.0 else scores
+    return kept.double().softmax(-1)[0]
+
+
+@pytest.mark.parametrize("scale", [0.5, 3.0, 8.0])  # flat (the warper's fall-back) to peaked (the candidates' path)
+@pytest.mark.parametrize("top_p", [0.5, 0.9, 0.95, 1.0])
+def test_draws_follow_the_warper_distribution(scale: float, top_p: float) -> None:
+    """Every token's share of draws is the probability transformers samples it with; none outside the nucleus."""
     torch.manual_seed(0)
-    ids = torch.zeros((4, 1), dtype=torch.long)
-    for scale in (0.5, 3.0, 8.0):  # flat to peaked distributions over a Gemma-sized vocabulary
-        scores = torch.randn(4, 262_144) * scale
-        for top_p in (0.5, 0.9, 0.95):
-            expected = TopPLogitsWarper(top_p)(ids, scores.clone())
-            found = NucleusFilter(top_p, candidates=256)(ids, scores.clone())
-            assert torch.equal(torch.isinf(found), torch.isinf(expected)), (scale, top_p)
-            assert torch.equal(found[~torch.isinf(found)], scores[~torch.isinf(expected)])
+    scores = torch.randn(1, 400) * scale
+    expected = warper_probs(scores, top_p)
+    found = drawn_shares(scores, top_p, candidates=16)
+    assert torch.all(found[expected == 0] == 0), (scale, top_p)
+    assert torch.allclose(found, expected, atol=2.0 / GRID), (scale, top_p, (found - expected).abs().max())
 
 
-def test_the_partial_sort_path_is_taken_when_the_candidates_hold_top_p() -> None:
-    """With a few dominant tokens the filter never calls the warper, and keeps the smallest set reaching top_p."""
-    scores = torch.full((1, 1000), -20.0)
+def test_the_candidates_path_keeps_the_smallest_set_reaching_top_p() -> None:
+    """With three dominant tokens and top_p 0.8 the first two are drawn, in proportion, without the full-sort path."""
+    scores = torch.full((1, 300), -20.0)
     scores[0, [3, 7, 11]] = torch.tensor([5.0, 4.0, 3.0])
-
-    class Refuse(TopPLogitsWarper):
-        def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-            raise AssertionError("fell back to the full sort")
-
-    nucleus = NucleusFilter(0.8, candidates=8)
-    nucleus.fallback = Refuse(0.8)
-    kept = torch.nonzero(~torch.isinf(nucleus(torch.zeros((1, 1), dtype=torch.long), scores)))[:, 1].tolist()
-    assert kept == [3, 7]  # p(3) = 0.67 < 0.8, so the second token is needed; 0.67 + 0.24 >= 0.8 ends the nucleus
+    found = drawn_shares(scores, 0.8, candidates=8)
+    p3, p7 = scores[0, [3, 7]].softmax(-1).tolist()  # p(3) = 0.67 < 0.8: the nucleus needs token 7 too
+    assert torch.nonzero(found).flatten().tolist() == [3, 7]
+    assert found[3].item() == pytest.approx(p3, abs=1e-4) and found[7].item() == pytest.approx(p7, abs=1e-4)
 
 
-def test_generate_samples_the_same_tokens_as_transformers_own_temperature_and_top_p() -> None:
-    """Through generate() at a temperature other than 1: the same seed gives the same continuation token for token."""
+def test_rows_take_their_own_path() -> None:
+    """A flat row (full-vocabulary path) beside a peaked one (candidates' path): each follows its own distribution."""
+    torch.manual_seed(1)
+    flat, peaked = torch.randn(1, 3_000) * 0.3, torch.randn(1, 3_000) * 10.0
+    uniform = torch.tensor([0.25, 0.25], dtype=torch.float64)
+    tokens = draw(torch.cat([flat, peaked]), 0.9, uniform, candidates=16)
+    assert tokens.tolist() == [draw(flat, 0.9, uniform[:1], 16).item(), draw(peaked, 0.9, uniform[1:], 16).item()]
+
+
+def test_generate_is_reproducible_by_seed_and_greedy_for_a_tiny_nucleus() -> None:
+    """Through generate(): one seed, one output; another seed, another; top_p near 0 is greedy decoding."""
     from tiny import tiny_causal_lm, tiny_tokenizer
-
-    from companion.rewards.sampling import sampling_processors
 
     model, tokenizer = tiny_causal_lm("llama"), tiny_tokenizer()
     inputs = tokenizer(["the cat sat", "a good film"], return_tensors="pt", padding=True, padding_side="left")
-    for temperature, top_p in ((1.4, 0.9), (0.7, 0.5), (1.0, 0.95)):
-        torch.manual_seed(3)
-        expected = model.generate(**inputs, do_sample=True, temperature=temperature, top_p=top_p, top_k=0,
-                                  max_new_tokens=12, pad_token_id=tokenizer.pad_token_id)
-        torch.manual_seed(3)
-        found = model.generate(**inputs, do_sample=True, temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=12,
-                               logits_processor=sampling_processors(temperature, top_p), pad_token_id=tokenizer.pad_token_id)
-        assert torch.equal(found, expected), (temperature, top_p)
+
+    def run(temperature: float, top_p: float, seed: int) -> torch.Tensor:
+        return sample(model, inputs, 12, sampling_processors(temperature, top_p, seed), tokenizer.pad_token_id)
+
+    assert torch.equal(run(1.4, 0.9, 3), run(1.4, 0.9, 3))
+    assert not torch.equal(run(1.4, 0.9, 3), run(1.4, 0.9, 4))
+    greedy = model.generate(**inputs, do_sample=False, max_new_tokens=12, pad_token_id=tokenizer.pad_token_id)
+    assert torch.equal(run(0.7, 1e-9, 5), greedy)
+
+
+def test_temperature_comes_before_the_nucleus() -> None:
+    """The processors temper the logits first, as generate(do_sample=True) does: the nucleus of the tempered scores."""
+    scores = torch.tensor([[2.0, 1.0, 0.0, -1.0]])
+    processors = sampling_processors(3.0, 0.5, 0)
+    assert isinstance(processors[-1], NucleusSampler)
+    tempered = processors[0](None, scores.clone())
+    assert torch.equal(tempered, scores / 3.0)
+    assert torch.equal(warper_probs(tempered, 0.5) > 0, torch.tensor([True, True, False, False]))

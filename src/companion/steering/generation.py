@@ -12,6 +12,7 @@ from py3langid.langid import MODEL_FILE, LanguageIdentifier
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from companion.core.decoding import sample, sampling_processors
 from companion.core.forward import forward_batches
 from companion.core.stats import mean_ci, percentile_interval, resample_means
 from companion.steering.experiments import Setup
@@ -120,11 +121,8 @@ def sample_texts(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pro
     """n continuations of one prompt sampled at a temperature (no top-k or top-p cut), reproducible by seed."""
     ids = tokenizer(prompt)["input_ids"] or [tokenizer.bos_token_id]  # an empty prompt is <bos> alone
     inputs = torch.tensor([ids] * n, device=next(model.parameters()).device)
-    torch.manual_seed(seed)
-    with torch.inference_mode():
-        out = model.generate(inputs, attention_mask=torch.ones_like(inputs), max_new_tokens=max_new_tokens,
-                             do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
-                             pad_token_id=tokenizer.pad_token_id)
+    out = sample(model, {"input_ids": inputs, "attention_mask": torch.ones_like(inputs)}, max_new_tokens,
+                 sampling_processors(temperature, 1.0, seed), tokenizer.pad_token_id)
     return tokenizer.batch_decode(out[:, inputs.shape[1]:], skip_special_tokens=True)
 
 
