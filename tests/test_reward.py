@@ -160,6 +160,22 @@ def test_learning_rates_share_one_reference_pass(tiny_folder, tmp_path, trl_pass
     assert list(training.reference_folder(settings, tmp_path).glob("trl-*.safetensors"))
 
 
+def test_scoring_reference_logps_are_cached_by_content(lora_policy, tokenizer, tmp_path, monkeypatch):
+    models = training.RewardModels(lora_policy, lora_policy, tokenizer, [], [], {}, tmp_path)
+    direct = scoring.reference_logps(lora_policy, tokenizer, PAIRS, 32, batch_size=3)
+    assert np.array_equal(scoring.cached_reference_logps(models, PAIRS, 32, batch_size=3), direct)
+    compute = scoring.reference_logps
+    monkeypatch.setattr(scoring, "reference_logps", lambda *args: pytest.fail("should have been read from the cache"))
+    assert np.array_equal(scoring.cached_reference_logps(models, PAIRS, 32, batch_size=3), direct)
+    (stored,) = tmp_path.glob("scores-*.safetensors")
+    stored.write_bytes(stored.read_bytes()[:-8])  # truncated
+    monkeypatch.setattr(scoring, "reference_logps", compute)
+    assert np.array_equal(scoring.cached_reference_logps(models, PAIRS, 32, batch_size=3), direct)
+    assert np.array_equal(scoring.cached_reference_logps(models, PAIRS[:4], 32, batch_size=3),
+                          scoring.reference_logps(lora_policy, tokenizer, PAIRS[:4], 32, batch_size=3))
+    assert len(list(tmp_path.glob("scores-*.safetensors"))) == 2  # other pairs: another entry
+
+
 def test_training_progress_goes_to_stderr_and_not_into_a_page(tokenizer, tmp_path, capsys, monkeypatch):
     import transformers.trainer as hf_trainer
     from transformers.utils.notebook import NotebookProgressCallback
