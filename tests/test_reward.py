@@ -99,6 +99,83 @@ def test_dporm_accuracy_equals_trl_rewards_accuracies(tokenizer, tmp_path):
     assert ours[:, 0].mean() == pytest.approx(metrics["eval_rewards/chosen"], abs=1e-4)
 
 
+@pytest.fixture()
+def trl_passes(monkeypatch) -> list[str]:
+    """The names of the datasets TRL's own reference pass ran on (the pass itself is unchanged)."""
+    from trl import DPOTrainer
+
+    calls, trl_pass = [], DPOTrainer._precompute_ref_logps
+
+    def counted(self, dataset, name, batch_size):
+        calls.append(name)
+        return trl_pass(self, dataset, name, batch_size)
+
+    monkeypatch.setattr(DPOTrainer, "_precompute_ref_logps", counted)
+    return calls
+
+
+def trained_dpo(tokenizer, out: Path, reference_cache: Path | None = None) -> tuple[dict, dict, list[float]]:
+    """One tiny DPO run: its reference log-prob columns (train and eval), trained adapter weights (and torch's random
+    state after it) and losses."""
+    trainer = training.dpo_trainer(tiny_causal_lm("llama"), tokenizer, PAIRS, SETTINGS, out, eval_pairs=PAIRS[:4],
+                                   reference_cache=reference_cache)
+    refs = {(name, column): list(data[column]) for name, data in (("train", trainer.train_dataset), ("eval", trainer.eval_dataset))
+            for column in ("ref_chosen_logps", "ref_rejected_logps")}
+    trainer.train()
+    adapter = {k: v.clone() for k, v in trainer.model.state_dict().items() if "lora_" in k}
+    adapter["torch random state"] = torch.random.get_rng_state()  # what the next model's random init starts from
+    return refs, adapter, [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+
+
+def test_cached_reference_logps_are_trls_and_train_the_same_adapter(tokenizer, tmp_path, trl_passes):
+    refs, adapter, losses = trained_dpo(tokenizer, tmp_path / "trl")
+    assert trl_passes == ["train", "eval"]
+    cache = tmp_path / "reference"
+    for run in ("miss", "hit"):
+        trl_passes.clear()
+        got_refs, got_adapter, got_losses = trained_dpo(tokenizer, tmp_path / run, cache)
+        assert trl_passes == (["train", "eval"] if run == "miss" else []), "a second run reads the cache"
+        assert got_refs == refs and got_losses == losses, run
+        assert all(torch.equal(got_adapter[k], adapter[k]) for k in adapter), run
+    assert len(list(cache.glob("trl-*.safetensors"))) == 2 and not list(cache.glob(".*"))  # train and eval, no staging
+
+
+def test_a_corrupt_reference_file_is_recomputed(tokenizer, tmp_path, trl_passes):
+    cache = tmp_path / "reference"
+    refs = trained_dpo(tokenizer, tmp_path / "first", cache)[0]
+    for path in cache.glob("trl-*.safetensors"):
+        path.write_bytes(b"corrupt")
+    trl_passes.clear()
+    assert trained_dpo(tokenizer, tmp_path / "again", cache)[0] == refs
+    assert trl_passes == ["train", "eval"]
+    assert trained_dpo(tokenizer, tmp_path / "third", cache)[0] == refs and trl_passes == ["train", "eval"]
+
+
+def test_learning_rates_share_one_reference_pass(tiny_folder, tmp_path, trl_passes):
+    settings = training.TrainSettings(**{**SETTINGS.__dict__, "model": str(tiny_folder)})
+    for rate in (1e-2, 5e-2):
+        training.trained_folder(training.TrainSettings(**{**settings.__dict__, "learning_rate": rate}), PAIRS, "dpo",
+                                cache=tmp_path)
+    assert trl_passes == ["train"]
+    assert list(training.reference_folder(settings, tmp_path).glob("trl-*.safetensors"))
+
+
+def test_scoring_reference_logps_are_cached_by_content(lora_policy, tokenizer, tmp_path, monkeypatch):
+    models = training.RewardModels(lora_policy, lora_policy, tokenizer, [], [], {}, tmp_path)
+    direct = scoring.reference_logps(lora_policy, tokenizer, PAIRS, 32, batch_size=3)
+    assert np.array_equal(scoring.cached_reference_logps(models, PAIRS, 32, batch_size=3), direct)
+    compute = scoring.reference_logps
+    monkeypatch.setattr(scoring, "reference_logps", lambda *args: pytest.fail("should have been read from the cache"))
+    assert np.array_equal(scoring.cached_reference_logps(models, PAIRS, 32, batch_size=3), direct)
+    (stored,) = tmp_path.glob("scores-*.safetensors")
+    stored.write_bytes(stored.read_bytes()[:-8])  # truncated
+    monkeypatch.setattr(scoring, "reference_logps", compute)
+    assert np.array_equal(scoring.cached_reference_logps(models, PAIRS, 32, batch_size=3), direct)
+    assert np.array_equal(scoring.cached_reference_logps(models, PAIRS[:4], 32, batch_size=3),
+                          scoring.reference_logps(lora_policy, tokenizer, PAIRS[:4], 32, batch_size=3))
+    assert len(list(tmp_path.glob("scores-*.safetensors"))) == 2  # other pairs: another entry
+
+
 def test_training_progress_goes_to_stderr_and_not_into_a_page(tokenizer, tmp_path, capsys, monkeypatch):
     import transformers.trainer as hf_trainer
     from transformers.utils.notebook import NotebookProgressCallback

@@ -19,7 +19,7 @@ from companion.core.stats import percentile_interval, resample_means
 from companion.core.tables import format_interval
 from companion.rewards.baselines import Shortcuts, shortcut_rows
 from companion.rewards.preferences import Pair, PreferenceSet, hub_sets, own_file_sets
-from companion.rewards.scoring import correct, keep_fitting, reference_logps, score_models
+from companion.rewards.scoring import cached_reference_logps, correct, keep_fitting, score_models
 from companion.rewards.sentiment_sets import BuildSettings, embedded_sets
 from companion.rewards.training import TrainSettings, backbone_folder, trained_models
 
@@ -39,14 +39,14 @@ def rewards_frame(t: PreferenceSet, seed: int, scores: dict[str, np.ndarray]) ->
 
 def score_runs(s: TrainSettings, seeds: list[int], pairs: list[Pair], sets: list[PreferenceSet],
                batch_size: int = 32) -> tuple[pd.DataFrame, dict[int, dict[str, list[dict]]]]:
-    """Train (or load) both models per seed and score every set; reference log-probs are computed once."""
-    frames, logs, refs = [], {}, {}
+    """Train (or load) both models per seed and score every set; reference log-probs are computed once per set (the
+    reference, adapters off, is the same backbone for every seed) and cached across runs and notebooks."""
+    frames, logs = [], {}
     for seed in tqdm(seeds, desc="seeds"):
         models = trained_models(replace(s, seed=seed), pairs)
         for t in sets:
-            if t.name not in refs:  # the reference (adapters off) is the same backbone for every seed
-                refs[t.name] = reference_logps(models.policy, models.tokenizer, list(t.pairs), s.max_length, batch_size)
-            scores = score_models(models, list(t.pairs), refs[t.name], s.beta, s.max_length, batch_size)
+            ref = cached_reference_logps(models, list(t.pairs), s.max_length, batch_size)
+            scores = score_models(models, list(t.pairs), ref, s.beta, s.max_length, batch_size)
             frames.append(rewards_frame(t, seed, scores))
         logs[seed] = {"dpo": models.dpo_log, "rm": models.rm_log}
     return pd.concat(frames, ignore_index=True), logs

@@ -34,7 +34,7 @@ from companion.core.tables import format_interval
 from companion.rewards.gold import GoldLabeller
 from companion.rewards.preferences import Pair, normalise, pool, reviews
 from companion.rewards.sampling import SampleSettings, sample_continuations
-from companion.rewards.scoring import reference_logps, score_models
+from companion.rewards.scoring import cached_reference_logps, score_models
 from companion.rewards.sentiment_sets import TARGETS, prompt_text, split_review
 from companion.rewards.training import TrainSettings, trained_folder, trained_models
 
@@ -106,7 +106,7 @@ def iterative_round(s: TrainSettings, fit_pairs: list[Pair], gold: GoldLabeller,
     keep = [i for i, (a, b) in enumerate(samples) if normalise(a) != normalise(b)]
     pairs = [{"prompt": prompts[i], "chosen": " " + samples[i][0], "rejected": " " + samples[i][1]} for i in keep]
     models = trained_models(s, fit_pairs)
-    ref = reference_logps(models.policy, models.tokenizer, pairs, s.max_length)
+    ref = cached_reference_logps(models, pairs, s.max_length)
     gold_margin = gold.reward([p["chosen"] for p in pairs]) - gold.reward([p["rejected"] for p in pairs])
     gold_first = signs[keep] * gold_margin > 0
     agree, firsts = {}, {}

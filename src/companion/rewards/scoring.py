@@ -12,8 +12,10 @@ from peft import PeftModel
 from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from companion.core.cache import cache_key
 from companion.rewards.preferences import Pair, PreferenceSet
-from companion.rewards.training import RewardModels
+from companion.rewards.references import cached_arrays, library_versions
+from companion.rewards.training import RewardModels, pairs_fingerprint
 
 
 def common_prefix_length(a: list[int], b: list[int]) -> int:
@@ -105,6 +107,22 @@ def reference_logps(policy: PeftModel, tokenizer: PreTrainedTokenizerBase, pairs
     """Reference log-probs: the LoRA policy with its adapters disabled."""
     with policy.disable_adapter():
         return pair_logps(policy, tokenizer, pairs, max_length, batch_size, desc="reference log-probs")
+
+
+
+def cached_reference_logps(models: RewardModels, pairs: list[Pair], max_length: int, batch_size: int = 16) -> np.ndarray:
+    """reference_logps of the models' policy, stored in its reference's cache folder: computed once for these pairs,
+    length and batching, whichever seed, run or notebook asks."""
+    weights = next(models.policy.parameters())
+    key = cache_key(kind="scores", pairs=pairs_fingerprint(pairs), max_length=max_length, batch_size=batch_size,
+                    pad=models.tokenizer.pad_token_id, dtype=str(weights.dtype), device=str(weights.device),
+                    versions=library_versions())
+
+    def compute() -> dict[str, np.ndarray]:
+        """The reference log-probs of the pairs, computed."""
+        return {"logps": reference_logps(models.policy, models.tokenizer, pairs, max_length, batch_size)}
+
+    return cached_arrays(models.reference / f"scores-{key}.safetensors", ("logps",), len(pairs), compute)["logps"]
 
 
 

@@ -29,6 +29,7 @@ from companion.core.cache import cache_key, cache_root
 from companion.core.files import staged_folder
 from companion.core.models import EMBEDDED, MARKER, embedded_cache_dir, load_causal_lm, model_identity
 from companion.rewards.preferences import Pair
+from companion.rewards.references import CachedReferenceDPOTrainer
 from companion.rewards.response_head import score_responses_only
 
 # TRL calls a deprecated transformers property on every trainer start; the message is for TRL's authors, not for a
@@ -142,23 +143,28 @@ def pairs_dataset(pairs: list[Pair]) -> Dataset:
 
 
 def dpo_trainer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs: list[Pair], s: TrainSettings,
-                out_dir: str | Path, eval_pairs: list[Pair] | None = None) -> DPOTrainer:
+                out_dir: str | Path, eval_pairs: list[Pair] | None = None,
+                reference_cache: Path | None = None) -> DPOTrainer:
     """A TRL DPOTrainer with a fresh LoRA adapter (the reference is the backbone with adapters disabled).
 
-    On CPU its LM head scores the response tokens only (companion.response_head), as TRL does on GPUs.
+    Given the reference's cache folder (`reference_folder`), its log-probs are read from there when TRL computed them
+    before. On CPU its LM head scores the response tokens only (companion.response_head), as TRL does on GPUs.
     """
-    trainer = DPOTrainer(model=model, args=dpo_config(s, out_dir), train_dataset=pairs_dataset(pairs),
-                         eval_dataset=pairs_dataset(eval_pairs) if eval_pairs else None, processing_class=tokenizer,
-                         peft_config=lora_config(s, TaskType.CAUSAL_LM))
+    inputs = dict(model=model, args=dpo_config(s, out_dir), train_dataset=pairs_dataset(pairs),
+                  eval_dataset=pairs_dataset(eval_pairs) if eval_pairs else None, processing_class=tokenizer,
+                  peft_config=lora_config(s, TaskType.CAUSAL_LM))
+    trainer = (DPOTrainer(**inputs) if reference_cache is None
+               else CachedReferenceDPOTrainer(**inputs, reference_cache=reference_cache))
     score_responses_only(trainer.model.get_base_model())
     return progress_on_stderr(trainer)
 
 
 
 def train_dpo(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs: list[Pair], s: TrainSettings,
-              out_dir: str | Path) -> tuple[PeftModel, list[dict[str, float]]]:
-    """Train a LoRA DPO policy on the pairs; returns the policy and TRL's log history."""
-    trainer = dpo_trainer(model, tokenizer, pairs, s, out_dir)
+              out_dir: str | Path, reference_cache: Path | None = None) -> tuple[PeftModel, list[dict[str, float]]]:
+    """Train a LoRA DPO policy on the pairs (reference log-probs cached in reference_cache when given); returns the
+    policy and TRL's log history."""
+    trainer = dpo_trainer(model, tokenizer, pairs, s, out_dir, reference_cache=reference_cache)
     trainer.train()
     return trainer.model.eval(), trainer.state.log_history
 
@@ -205,13 +211,18 @@ def model_key(s: TrainSettings, pairs: list[Pair], kind: str) -> str:
                      versions=[trl.__version__, peft.__version__, torch.__version__])
 
 
-def _train_into(folder: Path, s: TrainSettings, pairs: list[Pair], kind: str) -> None:
+def reference_folder(s: TrainSettings, cache: Path | None = None) -> Path:
+    """The cache folder of the DPO reference's log-probs: one per backbone (the policy with its adapter disabled)."""
+    return (cache or cache_root()) / "paper-b-reference" / cache_key(model=model_identity(s.model))
+
+
+def _train_into(folder: Path, s: TrainSettings, pairs: list[Pair], kind: str, cache: Path | None = None) -> None:
     """Train one model and save its adapter and log into folder (written in a temp dir, then renamed)."""
     s = for_kind(s, kind)
     with staged_folder(folder) as staging:
         if kind == "dpo":
             model, tokenizer = load_causal_lm(s.model, device_map=s.device_map)
-            trained, log = train_dpo(model, tokenizer, pairs, s, staging / "run")
+            trained, log = train_dpo(model, tokenizer, pairs, s, staging / "run", reference_folder(s, cache))
         else:
             tokenizer = load_causal_lm(s.model, device_map=s.device_map)[1]
             trained, log = train_reward(load_reward_backbone(s.model, s.device_map), tokenizer, pairs, s, staging / "run")
@@ -230,9 +241,10 @@ class RewardModels:
     dpo_log: list[dict[str, float]]
     rm_log: list[dict[str, float]]
     folders: dict[str, Path]
+    reference: Path  # the cache folder of the reference's log-probs (`reference_folder`)
 
 
-def _load_from(folders: dict[str, Path], s: TrainSettings) -> RewardModels:
+def _load_from(folders: dict[str, Path], s: TrainSettings, cache: Path | None) -> RewardModels:
     """Load both adapters and their logs from complete cache folders."""
     logs = {kind: json.loads((folder / MARKER).read_text())["log"] for kind, folder in folders.items()}
     base, tokenizer = load_causal_lm(s.model, device_map=s.device_map)
@@ -240,14 +252,14 @@ def _load_from(folders: dict[str, Path], s: TrainSettings) -> RewardModels:
     rm_base = load_reward_backbone(s.model, s.device_map)
     rm_base.config.pad_token_id = tokenizer.pad_token_id
     rm = PeftModel.from_pretrained(rm_base, folders["rm"] / "rm").eval()
-    return RewardModels(policy, rm, tokenizer, logs["dpo"], logs["rm"], folders)
+    return RewardModels(policy, rm, tokenizer, logs["dpo"], logs["rm"], folders, reference_folder(s, cache))
 
 
 def trained_folder(s: TrainSettings, pairs: list[Pair], kind: str, cache: Path | None = None) -> Path:
     """The cache folder of one trained model ("dpo" or "rm"), trained first when the cache lacks it."""
     folder = (cache or cache_root()) / "paper-b" / model_key(s, pairs, kind)
     if not (folder / MARKER).exists():
-        _train_into(folder, s, pairs, kind)
+        _train_into(folder, s, pairs, kind, cache)
     return folder
 
 
@@ -255,12 +267,12 @@ def trained_models(s: TrainSettings, pairs: list[Pair], cache: Path | None = Non
     """Both reward models for these settings and pairs: each loaded from the cache, or trained and cached first."""
     folders = {kind: trained_folder(s, pairs, kind, cache) for kind in ("dpo", "rm")}
     try:
-        return _load_from(folders, s)
+        return _load_from(folders, s, cache)
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError):
         for kind, folder in folders.items():  # a corrupt entry: rebuild both once
             shutil.rmtree(folder, ignore_errors=True)
-            _train_into(folder, s, pairs, kind)
-        return _load_from(folders, s)
+            _train_into(folder, s, pairs, kind, cache)
+        return _load_from(folders, s, cache)
 
 
 def train_curve(log: list[dict[str, float]], metric: str) -> list[tuple[int, float]]:

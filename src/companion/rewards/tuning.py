@@ -14,7 +14,7 @@ import pandas as pd
 
 from companion.core.errors import UserError
 from companion.rewards.preferences import Pair
-from companion.rewards.scoring import correct, reference_logps, score_models
+from companion.rewards.scoring import cached_reference_logps, correct, score_models
 from companion.rewards.training import TrainSettings, trained_models
 
 
@@ -28,11 +28,10 @@ def split_validation(pairs: list[Pair], fraction: float) -> tuple[list[Pair], li
 
 def learning_rate_search(s: TrainSettings, fit: list[Pair], val: list[Pair], grid: list[float]) -> pd.DataFrame:
     """Validation accuracy of both models at every rate of the grid (seed s.seed): rows (model, learning_rate, val_acc)."""
-    rows, ref = [], None
+    rows = []
     for rate in grid:
         models = trained_models(replace(s, learning_rate=rate, rm_learning_rate=rate), fit)
-        if ref is None:
-            ref = reference_logps(models.policy, models.tokenizer, val, s.max_length)
+        ref = cached_reference_logps(models, val, s.max_length)  # the same reference at every rate: computed once
         for model, values in score_models(models, val, ref, s.beta, s.max_length).items():
             rows.append({"model": model, "learning_rate": rate, "val_acc": float(correct(values).mean())})
     return pd.DataFrame(rows)
