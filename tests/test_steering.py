@@ -214,6 +214,16 @@ def test_perplexity_matches_the_model_loss_and_ignores_padding(tokenizer):
     assert together == pytest.approx(one_by_one, rel=1e-5)
 
 
+@pytest.mark.parametrize("arch", ["gemma3_text", "llama"])
+def test_greedy_continuations_do_not_depend_on_the_batch(arch, tokenizer):
+    model = tiny_causal_lm(arch)
+    prompts = [" ".join(text.split()[:words]) for text in CORPUS for words in (2, 4, 6)]  # 24 prompts, left-padded
+    together = generation.continue_text(model, tokenizer, prompts, max_new_tokens=8, batch_size=32)
+    assert any(together)
+    for batch_size in (1, 16):
+        assert generation.continue_text(model, tokenizer, prompts, max_new_tokens=8, batch_size=batch_size) == together
+
+
 def test_steered_generation_reports_languages_and_leaves_no_hooks(llama_table, tokenizer):
     model, _, table = llama_table
     run = generation.steered_generation(model, tokenizer, table, "fr", 4, "random-median", CORPUS[:2], CORPUS[1:3],
