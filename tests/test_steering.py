@@ -183,24 +183,24 @@ def test_expertise_table_statistics_and_round_trip(llama_table, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["t.parquet"]  # no temporary file left behind
 
 
-def test_corrupt_cache_is_rebuilt(llama_table, tmp_path):
+def test_corrupt_cache_is_rebuilt_alone(llama_table, tmp_path):
     _, _, table = llama_table
     calls = []
 
-    def build():
-        calls.append(1)
-        return table
+    def build(names):
+        calls.append(names)
+        return dict.fromkeys(names, table)
 
-    key = cache.cache_key(model="tiny", languages=["en", "fr"], n=8)
-    first = expertise.cached_table(key, build, root=tmp_path)
-    again = expertise.cached_table(key, build, root=tmp_path)
-    assert len(calls) == 1
-    pd.testing.assert_frame_equal(first, again)
-    (tmp_path / "experts" / f"{key}.parquet").write_bytes(b"not a parquet file")
-    rebuilt = expertise.cached_table(key, build, root=tmp_path)
-    assert len(calls) == 2
-    pd.testing.assert_frame_equal(rebuilt, table)
-    assert cache.cache_key(model="tiny", languages=["en", "de"], n=8) != key
+    keys = {"a": cache.cache_key(model="tiny", languages=["en", "fr"], n=8), "b": cache.cache_key(model="tiny", n=9)}
+    first = expertise.cached_tables(keys, build, root=tmp_path)
+    again = expertise.cached_tables(keys, build, root=tmp_path)
+    assert calls == [["a", "b"]]  # the missing tables are built together, once
+    pd.testing.assert_frame_equal(first["a"], again["a"])
+    (tmp_path / "experts" / f"{keys['b']}.parquet").write_bytes(b"not a parquet file")
+    rebuilt = expertise.cached_tables(keys, build, root=tmp_path)
+    assert calls == [["a", "b"], ["b"]]  # only the corrupt one is rebuilt
+    pd.testing.assert_frame_equal(rebuilt["b"], table)
+    assert cache.cache_key(model="tiny", languages=["en", "de"], n=8) != keys["a"]
 
 
 def test_perplexity_matches_the_model_loss_and_ignores_padding(tokenizer):
@@ -212,6 +212,16 @@ def test_perplexity_matches_the_model_loss_and_ignores_padding(tokenizer):
     together = generation.perplexity(model, tokenizer, CORPUS, batch_size=8)
     one_by_one = generation.perplexity(model, tokenizer, CORPUS, batch_size=1)
     assert together == pytest.approx(one_by_one, rel=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["gemma3_text", "llama"])
+def test_greedy_continuations_do_not_depend_on_the_batch(arch, tokenizer):
+    model = tiny_causal_lm(arch)
+    prompts = [" ".join(text.split()[:words]) for text in CORPUS for words in (2, 4, 6)]  # 24 prompts, left-padded
+    together = generation.continue_text(model, tokenizer, prompts, max_new_tokens=8, batch_size=32)
+    assert any(together)
+    for batch_size in (1, 16):
+        assert generation.continue_text(model, tokenizer, prompts, max_new_tokens=8, batch_size=batch_size) == together
 
 
 def test_steered_generation_reports_languages_and_leaves_no_hooks(llama_table, tokenizer):

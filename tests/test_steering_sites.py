@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -76,6 +78,47 @@ def test_output_site_of_gemma_is_what_the_residual_stream_receives() -> None:
     assert recording.default_pattern(tiny_causal_lm("llama"), "output") == recording.DEFAULT_UNITS
     with pytest.raises(UserError, match="unit site"):
         recording.unit_modules(model, site="middle")
+
+
+def calls(module: torch.nn.Module) -> list[int]:
+    """A list that grows by one each time module runs (a forward pre-hook left in place)."""
+    seen: list[int] = []
+    module.register_forward_pre_hook(lambda m, args: seen.append(1))
+    return seen
+
+
+@pytest.mark.parametrize("arch", ["gemma3_text", "gpt2"])
+@pytest.mark.parametrize("order", [("input", "output"), ("output", "input")])
+def test_both_sites_in_one_pass_equal_each_site_recorded_alone(arch: str, order: tuple[str, str]) -> None:
+    model, tokenizer = tiny_causal_lm(arch), tiny_tokenizer()
+    passes, head = calls(model), calls(model.get_output_embeddings())
+    both = recording.record_sites(model, tokenizer, CORPUS, dict.fromkeys(order), batch_size=3)
+    assert len(passes) == 3 and not head  # one pass per batch, stopped after the deepest module of either site
+    for site in order:
+        activations, units = recording.record_activations(model, tokenizer, CORPUS, batch_size=3, site=site)
+        np.testing.assert_array_equal(both[site][0], activations)
+        pd.testing.assert_frame_equal(both[site][1], units)
+
+
+def test_site_experts_records_what_is_not_cached_in_one_pass_under_language_experts_keys(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    parallel = tmp_path / "parallel.tsv"
+    pd.DataFrame({"en": [f"{CORPUS[0]} {i}" for i in range(40)], "fr": [f"{CORPUS[1]} {i}" for i in range(40)]}).to_csv(
+        parallel, sep="\t", index=False)
+    model, tokenizer = tiny_causal_lm("gemma3_text"), tiny_tokenizer()
+    passes = calls(model)
+    found = (model, tokenizer, "tiny", ["en", "fr"], 8, 0)
+    options = {"parallel_path": str(parallel), "batch_size": 4}
+    monkeypatch.setenv("COMPANION_CACHE", str(tmp_path / "both"))
+    tables = expertise.site_experts(*found, dict.fromkeys(recording.SITES), **options)
+    assert len(passes) == 4  # 16 sentences in batches of 4, both sites at once
+    for site in recording.SITES:
+        pd.testing.assert_frame_equal(expertise.language_experts(*found, site=site, **options), tables[site], check_exact=True)
+    assert len(passes) == 4  # each site's table is read from the cache, under the key language_experts gives it
+    monkeypatch.setenv("COMPANION_CACHE", str(tmp_path / "alone"))
+    for site in recording.SITES:
+        pd.testing.assert_frame_equal(expertise.language_experts(*found, site=site, **options), tables[site], check_exact=True)
+    assert len(passes) == 12  # recorded alone, each site costs a pass of its own
 
 
 @pytest.mark.parametrize("k", [6, 7])

@@ -11,7 +11,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from companion.core.corpora import parallel_corpus
 from companion.core.models import load_causal_lm, model_identity
-from companion.steering.expertise import language_experts
+from companion.steering.expertise import site_experts
+from companion.steering.recording import SITES
 from companion.steering.settings import SteeringSettings
 
 
@@ -51,7 +52,7 @@ class Setup:
         seed, site = s.seed if seed is None else seed, site or s.unit_site
         if (seed, site) == (s.seed, s.unit_site):
             return self.table
-        return _table(self.model, self.tokenizer, s, seed, site)
+        return _tables(self.model, self.tokenizer, s, seed)[site]
 
     def evaluation(self) -> pd.DataFrame:
         """n_eval aligned sentences per language from the 'eval' split (disjoint from the experts split)."""
@@ -64,12 +65,16 @@ def setup(settings: SteeringSettings) -> Setup:
     s = settings
     torch.set_num_threads(s.threads)
     model, tokenizer = load_causal_lm(s.model_name, getattr(torch, s.dtype), s.device_map)
-    return Setup(s, model, tokenizer, _table(model, tokenizer, s, s.seed, s.unit_site))
+    return Setup(s, model, tokenizer, _tables(model, tokenizer, s, s.seed)[s.unit_site])
 
 
-def _table(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, s: SteeringSettings, seed: int,
-           site: str) -> pd.DataFrame:
-    """The expertise table of these settings for one experts-split seed and unit site."""
-    units = s.units if site == s.unit_site else None
-    return language_experts(model, tokenizer, s.model_name, list(s.languages), s.n_find, seed, s.corpus, s.parallel_path,
-                            s.pooling, units, s.batch_size, site, s.skip_special)
+def _tables(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, s: SteeringSettings,
+            seed: int) -> dict[str, pd.DataFrame]:
+    """The expertise tables of these settings for one experts-split seed at every unit site, by site.
+
+    The settings' units at their site, the site's default units at the other; what is not cached yet is recorded in one
+    pass, so the other site's table (the "what decides the result" table needs it) costs no pass of its own.
+    """
+    patterns = {site: s.units if site == s.unit_site else None for site in SITES}
+    return site_experts(model, tokenizer, s.model_name, list(s.languages), s.n_find, seed, patterns, s.corpus,
+                        s.parallel_path, s.pooling, s.batch_size, s.skip_special)

@@ -5,7 +5,7 @@ seam between finding experts and forcing them; it is cached as parquet under the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +19,7 @@ from companion.core.errors import UserError
 from companion.core.files import sha256_file, staged_file
 from companion.core.models import model_identity
 from companion.steering.average_precision import average_precision
-from companion.steering.recording import default_pattern, record_activations, stacked
+from companion.steering.recording import default_pattern, record_sites, stacked
 
 SELECTIONS = ("top", "top_bottom", "random")
 
@@ -68,15 +68,27 @@ def load_table(path: str | Path) -> pd.DataFrame:
 
 
 
-def cached_table(key: str, build: Callable[[], pd.DataFrame], root: Path | None = None) -> pd.DataFrame:
-    """The table cached under key, or build(), saved for next time; a missing or corrupt file is rebuilt."""
-    path = (root or cache_root()) / "experts" / f"{key}.parquet"
+def cached_tables(keys: Mapping[str, str], build: Callable[[list[str]], dict[str, pd.DataFrame]],
+                  root: Path | None = None) -> dict[str, pd.DataFrame]:
+    """The tables cached under keys (name -> key); build(names) makes the missing or corrupt ones at once, saved for next time."""
+    paths = {name: (root or cache_root()) / "experts" / f"{key}.parquet" for name, key in keys.items()}
+    tables = {name: _read_table(path) for name, path in paths.items()}
+    missing = [name for name, table in tables.items() if table is None]
+    if missing:
+        built = build(missing)
+        for name in missing:
+            tables[name] = built[name]
+            save_table(built[name], paths[name])
+    return tables
+
+
+
+def _read_table(path: Path) -> pd.DataFrame | None:
+    """The table saved at path, or None when it is missing or unreadable."""
     try:
         return load_table(path)
     except (OSError, ValueError, pyarrow.ArrowException):
-        table = build()
-        save_table(table, path)
-        return table
+        return None
 
 
 
@@ -96,20 +108,44 @@ def language_experts(
     skip_special: bool = True,
 ) -> pd.DataFrame:
     """The expertise table for these languages from the 'experts' split, cached on disk across notebooks."""
-    key = cache_key(
-        version=TABLE_VERSION, model=model_identity(model_name), languages=list(languages), n=n, seed=seed,
-        corpus=corpus, parallel=sha256_file(Path(parallel_path)) if parallel_path else None,
-        pooling=pooling, units=units or default_pattern(model, site), site=site, skip_special=skip_special,
-    )
+    return site_experts(model, tokenizer, model_name, languages, n, seed, {site: units}, corpus, parallel_path, pooling,
+                        batch_size, skip_special)[site]
 
-    def build() -> pd.DataFrame:
-        """Record activations on the experts split and rank every unit."""
+
+
+def site_experts(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    model_name: str,
+    languages: list[str],
+    n: int,
+    seed: int,
+    patterns: Mapping[str, str | None],
+    corpus: str = "bible",
+    parallel_path: str | None = None,
+    pooling: str = "mean",
+    batch_size: int = 32,
+    skip_special: bool = True,
+) -> dict[str, pd.DataFrame]:
+    """language_experts at several unit sites (patterns: site -> unit pattern, None: the site's default), by site.
+
+    Each site's table is cached under the key language_experts gives it; the sites not cached are recorded together,
+    in one pass over the experts split.
+    """
+    shared = dict(version=TABLE_VERSION, model=model_identity(model_name), languages=list(languages), n=n, seed=seed,
+                  corpus=corpus, parallel=sha256_file(Path(parallel_path)) if parallel_path else None, pooling=pooling,
+                  skip_special=skip_special)
+    keys = {site: cache_key(**shared, units=pattern or default_pattern(model, site), site=site)
+            for site, pattern in patterns.items()}
+
+    def build(sites: list[str]) -> dict[str, pd.DataFrame]:
+        """Record these sites' activations on the experts split in one pass and rank every unit."""
         sentences, labels = stacked(parallel_corpus(languages, n, "experts", seed, corpus, parallel_path))
-        activations, unit_index = record_activations(model, tokenizer, sentences, units, pooling, batch_size,
-                                                     site=site, skip_special=skip_special)
-        return expertise_table(activations, unit_index, labels)
+        recorded = record_sites(model, tokenizer, sentences, {site: patterns[site] for site in sites}, pooling, batch_size,
+                                skip_special=skip_special)
+        return {site: expertise_table(activations, index, labels) for site, (activations, index) in recorded.items()}
 
-    return cached_table(key, build)
+    return cached_tables(keys, build)
 
 
 

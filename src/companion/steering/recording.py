@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -77,43 +77,74 @@ def record_activations(
 
     skip_special leaves special tokens (<bos>) out of the pool: their state is the same for every sentence.
     """
-    modules = unit_modules(model, pattern, site)
-    names = list(modules)
+    return record_sites(model, tokenizer, sentences, {site: pattern}, pooling, batch_size, max_tokens, skip_special)[site]
+
+
+
+def record_sites(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    sentences: Sequence[str],
+    patterns: Mapping[str, str | None],
+    pooling: str = "mean",
+    batch_size: int = 32,
+    max_tokens: int = 128,
+    skip_special: bool = True,
+) -> dict[str, tuple[np.ndarray, pd.DataFrame]]:
+    """record_activations for several sites (site -> unit pattern, None: its default) in one pass over the sentences.
+
+    Each batch's pass stops once every hooked module of every site has been seen.
+    """
+    points = [(site, name, module) for site, pattern in patterns.items()
+              for name, module in unit_modules(model, pattern, site).items()]
     masks: list[torch.Tensor] = []
-    pooled: dict[str, torch.Tensor] = {}
+    pooled: dict[tuple[str, str], torch.Tensor] = {}
 
     def keep_mask(module: nn.Module, args: tuple, kwargs: dict) -> None:
-        """A model pre-hook that hands the batch's pooling mask to the unit hooks."""
+        """A model pre-hook that hands the batch's pooling mask to the unit hooks and forgets the last batch's pools."""
         mask = kwargs["attention_mask"]
         masks[:] = [content_mask(kwargs["input_ids"], mask, tokenizer.all_special_ids) if skip_special else mask]
+        pooled.clear()
 
-    def hook_for(name: str) -> Callable:
-        """A hook that pools the module's input or output at once (its tokens are not kept), stopping after the deepest."""
+    def hook_for(point: tuple[str, str]) -> Callable:
+        """A hook that pools the module's input or output at once (its tokens are not kept), stopping after the last."""
 
         def hook(module: nn.Module, args: tuple, output: torch.Tensor | None = None) -> None:
-            pooled[name] = pool((args[0] if output is None else output).float(), masks[0], pooling)
-            if name == names[-1]:
+            pooled[point] = pool((args[0] if output is None else output).float(), masks[0], pooling)
+            if len(pooled) == len(points):
                 raise StopForward
 
         return hook
 
     def per_batch(batch: dict[str, torch.Tensor], output: object) -> torch.Tensor:
-        return torch.cat([pooled[name] for name in names], 1)
+        return torch.cat([pooled[site, name] for site, name, _ in points], 1)
 
     handles = [model.register_forward_pre_hook(keep_mask, with_kwargs=True)]
-    register = "register_forward_pre_hook" if site == "input" else "register_forward_hook"
-    handles += [getattr(modules[name], register)(hook_for(name)) for name in names]
+    handles += [(module.register_forward_pre_hook if site == "input" else module.register_forward_hook)(hook_for((site, name)))
+                for site, name, module in points]
     with removing(handles):
         activations = forward_batches(model, tokenizer, sentences, per_batch, batch_size, max_tokens, "recording units")
-    widths = [pooled[name].shape[-1] for name in names]
+    found, start = {}, 0
+    for site in patterns:  # the columns hold the sites one after another, in the order of patterns
+        units = unit_index([(name, pooled[at, name].shape[-1]) for at, name, _ in points if at == site], site)
+        found[site] = (activations[:, start:start + len(units)], units)
+        start += len(units)
+    return found
+
+
+
+def unit_index(widths: Sequence[tuple[str, int]], site: str) -> pd.DataFrame:
+    """The unit index of one site from its modules' (name, width) in forward order: module, site, layer, index, unit."""
+    names = [name for name, _ in widths]
+    counts = [width for _, width in widths]
     units = pd.DataFrame({
-        "module": np.repeat(names, widths),
+        "module": np.repeat(names, counts),
         "site": site,
-        "layer": np.repeat([layer_of(name) for name in names], widths),
-        "index": np.concatenate([np.arange(width) for width in widths]),
+        "layer": np.repeat([layer_of(name) for name in names], counts),
+        "index": np.concatenate([np.arange(width) for width in counts]),
     })
     units["unit"] = np.arange(len(units))
-    return activations, units
+    return units
 
 
 
