@@ -50,7 +50,8 @@ def perplexity(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, sente
 
     def per_batch(batch: dict[str, torch.Tensor], output: object) -> torch.Tensor:
         logits = output.logits[:, :-1].float()
-        targets, keep = batch["input_ids"][:, 1:], batch["attention_mask"][:, 1:].bool()
+        mask = batch["attention_mask"].bool()
+        targets, keep = batch["input_ids"][:, 1:], mask[:, 1:] & mask[:, :-1]  # real tokens predicted from real ones
         nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
         return torch.stack([torch.where(keep, nll, 0.0).sum(1), keep.sum(1).float()], 1)
 
