@@ -13,6 +13,7 @@ from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from companion.core.cache import cache_key
+from companion.core.forward import length_batches
 from companion.rewards.preferences import Pair, PreferenceSet
 from companion.rewards.references import cached_arrays, library_versions
 from companion.rewards.training import RewardModels, pairs_fingerprint
@@ -73,19 +74,27 @@ def keep_fitting(pairs: list[Pair], tokenizer: PreTrainedTokenizerBase, max_leng
 
 @torch.no_grad()
 def response_logps(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Sum of log p(token | prefix) over response tokens only (prompt and padding masked out)."""
+    """Sum of log p(token | prefix) over response tokens only (prompt and padding masked out).
+
+    The LM head runs on the positions that predict a response token only (about half of a batch's positions here):
+    the same numbers as taking them from the full logits, with less work and memory.
+    """
     device = next(model.parameters()).device
-    logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
-    logits = logits[:, :-1].float()
-    targets = batch["input_ids"][:, 1:].to(device)
+    base = model.get_base_model() if isinstance(model, PeftModel) else model
+    hidden = base.get_decoder()(input_ids=batch["input_ids"].to(device),
+                                attention_mask=batch["attention_mask"].to(device)).last_hidden_state
+    scored = batch["completion_mask"][:, 1:].bool().to(device)  # position t predicts token t + 1
+    logits = base.get_output_embeddings()(hidden[:, :-1][scored]).float()
+    targets = batch["input_ids"][:, 1:].to(device)[scored]
     token_logps = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
-    return (token_logps * batch["completion_mask"][:, 1:].to(device)).sum(dim=1).cpu()
+    rows = torch.arange(scored.shape[0], device=device).unsqueeze(1).expand_as(scored)[scored]
+    return torch.zeros(scored.shape[0], device=device).index_add(0, rows, token_logps).cpu()
 
 
 
-def _batches(n: int, batch_size: int, desc: str) -> list[range]:
-    """Index ranges of consecutive batches, wrapped in a tqdm progress bar."""
-    return tqdm([range(i, min(i + batch_size, n)) for i in range(0, n, batch_size)], desc=desc, leave=False)
+def _batches(lengths: list[int], batch_size: int, desc: str) -> list[np.ndarray]:
+    """Indices in batches of similar length (less padding), wrapped in a tqdm progress bar."""
+    return tqdm(length_batches(lengths, batch_size), desc=desc, leave=False)
 
 
 
@@ -93,11 +102,12 @@ def pair_logps(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs
                batch_size: int = 16, desc: str = "log-probs") -> np.ndarray:
     """(n, 2) array of summed response log-probs for (chosen, rejected) of each pair."""
     tokens = [tokenize_pair(tokenizer, pair) for pair in pairs]
+    lengths = [len(t["prompt_ids"]) + max(len(t["chosen_ids"]), len(t["rejected_ids"])) for t in tokens]
     out = np.zeros((len(pairs), 2))
-    for idx in _batches(len(pairs), batch_size, desc):
+    for idx in _batches(lengths, batch_size, desc):
         items = [(tokens[i]["prompt_ids"], tokens[i][f"{key}_ids"]) for key in ("chosen", "rejected") for i in idx]
         values = response_logps(model, completion_batch(items, tokenizer.pad_token_id, max_length)).numpy()
-        out[list(idx)] = values.reshape(2, -1).T
+        out[idx] = values.reshape(2, -1).T
     return out
 
 
@@ -137,13 +147,14 @@ def explicit_rewards(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                      batch_size: int = 16) -> np.ndarray:
     """EXRM: (n, 2) scalar head outputs on prompt + response + EOS, tokenised as RewardTrainer does."""
     device = next(model.parameters()).device
+    texts = [[tokenizer(pair["prompt"] + pair[key] + tokenizer.eos_token)["input_ids"] for key in ("chosen", "rejected")]
+             for pair in pairs]
     out = np.zeros((len(pairs), 2))
-    for idx in _batches(len(pairs), batch_size, "explicit rewards"):
-        items = [([], tokenizer(pairs[i]["prompt"] + pairs[i][key] + tokenizer.eos_token)["input_ids"])
-                 for key in ("chosen", "rejected") for i in idx]
+    for idx in _batches([max(len(ids) for ids in both) for both in texts], batch_size, "explicit rewards"):
+        items = [([], texts[i][side]) for side in (0, 1) for i in idx]
         batch = completion_batch(items, tokenizer.pad_token_id, max_length)
         scores = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
-        out[list(idx)] = scores.logits[:, 0].float().cpu().numpy().reshape(2, -1).T
+        out[idx] = scores.logits[:, 0].float().cpu().numpy().reshape(2, -1).T
     return out
 
 
