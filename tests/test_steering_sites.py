@@ -100,7 +100,7 @@ def test_both_sites_in_one_pass_equal_each_site_recorded_alone(arch: str, order:
         pd.testing.assert_frame_equal(both[site][1], units)
 
 
-def test_site_experts_records_what_is_not_cached_in_one_pass_under_language_experts_keys(
+def test_site_experts_records_what_is_not_cached_in_one_pass_and_caches_each_site_alone(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     parallel = tmp_path / "parallel.tsv"
     pd.DataFrame({"en": [f"{CORPUS[0]} {i}" for i in range(40)], "fr": [f"{CORPUS[1]} {i}" for i in range(40)]}).to_csv(
@@ -113,11 +113,13 @@ def test_site_experts_records_what_is_not_cached_in_one_pass_under_language_expe
     tables = expertise.site_experts(*found, dict.fromkeys(recording.SITES), **options)
     assert len(passes) == 4  # 16 sentences in batches of 4, both sites at once
     for site in recording.SITES:
-        pd.testing.assert_frame_equal(expertise.language_experts(*found, site=site, **options), tables[site], check_exact=True)
-    assert len(passes) == 4  # each site's table is read from the cache, under the key language_experts gives it
+        alone = expertise.site_experts(*found, {site: None}, **options)[site]
+        pd.testing.assert_frame_equal(alone, tables[site], check_exact=True)
+    assert len(passes) == 4  # each site's table is read from the cache, under its own key
     monkeypatch.setenv("COMPANION_CACHE", str(tmp_path / "alone"))
     for site in recording.SITES:
-        pd.testing.assert_frame_equal(expertise.language_experts(*found, site=site, **options), tables[site], check_exact=True)
+        alone = expertise.site_experts(*found, {site: None}, **options)[site]
+        pd.testing.assert_frame_equal(alone, tables[site], check_exact=True)
     assert len(passes) == 12  # recorded alone, each site costs a pass of its own
 
 

@@ -92,27 +92,6 @@ def _read_table(path: Path) -> pd.DataFrame | None:
 
 
 
-def language_experts(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    model_name: str,
-    languages: list[str],
-    n: int,
-    seed: int,
-    corpus: str = "bible",
-    parallel_path: str | None = None,
-    pooling: str = "mean",
-    units: str | None = None,
-    batch_size: int = 32,
-    site: str = "input",
-    skip_special: bool = True,
-) -> pd.DataFrame:
-    """The expertise table for these languages from the 'experts' split, cached on disk across notebooks."""
-    return site_experts(model, tokenizer, model_name, languages, n, seed, {site: units}, corpus, parallel_path, pooling,
-                        batch_size, skip_special)[site]
-
-
-
 def site_experts(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -127,10 +106,10 @@ def site_experts(
     batch_size: int = 32,
     skip_special: bool = True,
 ) -> dict[str, pd.DataFrame]:
-    """language_experts at several unit sites (patterns: site -> unit pattern, None: the site's default), by site.
+    """The expertise tables for these languages from the 'experts' split at several unit sites (patterns: site ->
+    unit pattern, None: the site's default), by site, each cached on disk across notebooks under its own key.
 
-    Each site's table is cached under the key language_experts gives it; the sites not cached are recorded together,
-    in one pass over the experts split.
+    The sites not cached yet are recorded together, in one pass over the experts split.
     """
     shared = dict(version=TABLE_VERSION, model=model_identity(model_name), languages=list(languages), n=n, seed=seed,
                   corpus=corpus, parallel=sha256_file(Path(parallel_path)) if parallel_path else None, pooling=pooling,
