@@ -226,3 +226,41 @@ def test_parallel_jobs_share_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
     assert share_threads(task, 8, default).params["threads"] == 1
     assert share_threads(task, 2, from_set).params["threads"] == 8
     assert share_threads(Task(notebook, {"seed": 0}, {}), 2, default).params == {"seed": 0}
+
+
+def test_a_notebook_left_alone_with_its_dependents_gets_every_core() -> None:
+    """Two chains side by side: a notebook starts alone (all cores) only when nothing runs and all that waits needs it."""
+    from concurrent.futures import Future
+    from dataclasses import replace
+
+    from companion.publish.progress import RunProgress
+    from companion.publish.project import Outcome
+    from companion.publish.schedule import dependents, run_tasks
+    from companion.publish.sweep import Task
+
+    class Inline:
+        """Runs a task when submitted, recording the order and how it was prepared."""
+
+        parallel = 2
+
+        def __init__(self) -> None:
+            self.seen: list[tuple[str, bool]] = []
+
+        def submit(self, task: Task) -> Future:
+            self.seen.append((task.output, task.params["alone"]))
+            future: Future = Future()
+            future.set_result(Outcome(task.output, "ran", 0.0))
+            return future
+
+        def cancel(self, futures: list[Future]) -> None:
+            """Nothing outstanding: every task ends when submitted."""
+
+    names = ["a1", "a2", "b1", "b2", "b3"]
+    tasks = [Task(profiles.Notebook(Path(f"{n}.ipynb"), n, {}, {}), {"alone": False}, {}, output=n) for n in names]
+    after = {"a2": ["a1"], "b2": ["b1"], "b3": ["b2"]}
+    assert dependents({n: after.get(n, []) for n in names})["b1"] == {"b2", "b3"}
+    executor = Inline()
+    run_tasks(tasks, after, executor, RunProgress({n: None for n in names}, 0, 2),
+              lambda task, alone: replace(task, params={"alone": alone}))
+    # a1 and b1 start together (neither alone), then a2 and b2; b3, last, has the machine to itself
+    assert executor.seen == [("a1", False), ("b1", False), ("a2", False), ("b2", False), ("b3", True)]

@@ -123,7 +123,8 @@ def share_threads(task: Task, jobs: int, where_from: Callable[[str, str], str]) 
     """With jobs notebooks at once, a notebook's default `threads` becomes its share of the cores (at least 1).
 
     Two notebooks each asking torch for every core oversubscribe them, and OpenMP's busy-waiting then runs many
-    times slower than one notebook at a time; a `threads` from --set or the profile is kept as given.
+    times slower than one notebook at a time; a `threads` from --set or the profile is kept as given. A notebook that
+    starts alone with only its dependents left (see schedule.run_tasks) is given jobs=1: the whole machine.
     """
     if "threads" not in task.params or where_from(task.name, "threads") != "the notebook's default":
         return task
@@ -156,17 +157,21 @@ def run(project: Project, profile: str = "default", only: str | None = None, set
         else:
             todo.append(replace(task, expected=last_seconds(project.results, task.output, task.name)))
     where_from = profiles.origin(settings, set_values, profile)
-    if executor == "local" and jobs > 1:
-        todo = [share_threads(task, jobs, where_from) for task in todo]
+    shared = executor == "local" and jobs > 1
+
+    def prepare(task: Task, alone: bool) -> Task:
+        """The task as submitted: its share of the cores, or all of them when it runs alone."""
+        return share_threads(task, 1 if alone else jobs, where_from) if shared else task
+
     for task in todo:  # every grid point's own parameters, before anything is written
-        preflight.check([task.notebook], {task.notebook.name: task.params}, where_from)
+        preflight.check([task.notebook], {task.notebook.name: prepare(task, False).params}, where_from)
     if dry_run:
         return sorted(outcomes + [Outcome(task.output, "would run", 0.0) for task in todo], key=lambda o: o.name)
     if todo:
         where = executors.executor(executor, execute, project, profile, jobs, needs, address)
         report = RunProgress({t.output: t.expected for t in todo}, len(outcomes), where.parallel)
         try:
-            outcomes += schedule.run_tasks(todo, after, where, report)
+            outcomes += schedule.run_tasks(todo, after, where, report, prepare)
         finally:
             where.close()
     return sorted(outcomes, key=lambda o: o.name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -92,9 +93,28 @@ class Executor(Protocol):
         """Stop the given outstanding tasks."""
 
 
-def run_tasks(tasks: list[Task], after: dict[str, list[str]], executor: Executor, progress: RunProgress) -> list[Outcome]:
-    """Submit each task once its prerequisites ran; a failed prerequisite fails its dependents; Ctrl-C cancels the rest."""
+def dependents(needs: dict[str, list[str]]) -> dict[str, set[str]]:
+    """For each task, every task that needs it first, directly or through others."""
+    found: dict[str, set[str]] = {name: set() for name in needs}
+    for name in needs:
+        stack = list(needs[name])
+        while stack:
+            prerequisite = stack.pop()
+            if name not in found[prerequisite]:
+                found[prerequisite].add(name)
+                stack += needs[prerequisite]
+    return found
+
+
+def run_tasks(tasks: list[Task], after: dict[str, list[str]], executor: Executor, progress: RunProgress,
+              prepare: Callable[[Task, bool], Task] | None = None) -> list[Outcome]:
+    """Submit each task once its prerequisites ran; a failed prerequisite fails its dependents; Ctrl-C cancels the rest.
+
+    prepare(task, alone) gives the task as submitted; alone: nothing else runs and every task still waiting needs this
+    one first, so it has the machine to itself until it ends.
+    """
     needs = {t.output: [o.output for o in tasks if o is not t and depends_on(t, o, after)] for t in tasks}
+    later = dependents(needs)
     pending, running, done, starting = list(tasks), {}, {}, 0  # starting: a submit in progress (inline execution)
     try:
         while pending or running:
@@ -110,7 +130,8 @@ def run_tasks(tasks: list[Task], after: dict[str, list[str]], executor: Executor
                 else:
                     progress.start(task.output)
                     starting = 1
-                    running[executor.submit(task)] = task
+                    alone = not running and all(t.output in later[task.output] for t in pending)
+                    running[executor.submit(prepare(task, alone) if prepare else task)] = task
                     starting = 0
             finished, _ = wait(list(running), return_when=FIRST_COMPLETED) if running else (set(), set())
             for future in finished:
