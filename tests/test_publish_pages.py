@@ -140,3 +140,13 @@ def test_prose_numbers_follow_the_results_file(tiny_book: Path) -> None:
 def test_a_number_no_results_file_has_fails_the_build(tiny_book: Path) -> None:
     (tiny_book / "book" / "_generated" / "results" / "steering_3_embedding_space.json").unlink()
     assert build(tiny_book) != 0
+
+
+def test_the_api_page_documents_every_module() -> None:
+    """Each module of the package has its automodule entry on the API page (a new module is not left out)."""
+    modules = {".".join(path.relative_to(ROOT / "src").with_suffix("").parts)
+               for path in (ROOT / "src" / "companion").rglob("*.py") if path.name != "__init__.py"}
+    listed = {line.split("::")[1].strip() for line in (ROOT / "book" / "api.md").read_text().splitlines()
+              if line.startswith(".. automodule::")}
+    assert modules - listed == set()
+    assert listed - modules == set()
