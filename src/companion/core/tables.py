@@ -17,7 +17,7 @@ def format_interval(interval: Sequence[float | None] | None, digits: int = 3, si
 
 
 def readable(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
-    """A copy of table for the page: numbers rounded, every '*_ci' column or row written with format_interval.
+    """A copy of table for the page: numbers rounded, every ``*_ci`` column or row written with format_interval.
 
     Intervals of differences (names starting with 'diff' or 'gap') are signed.
     """
