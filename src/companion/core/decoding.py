@@ -27,10 +27,11 @@ def draw(scores: torch.Tensor, top_p: float, uniform: torch.Tensor, candidates: 
     (a partial sort); the other rows (and top_p >= 1, the whole distribution) from the warper's own filtering.
     """
     tokens = torch.empty(scores.shape[0], dtype=torch.long, device=scores.device)
-    top, index = scores.topk(min(candidates, scores.shape[-1]), dim=-1)
-    probs = (top - scores.logsumexp(-1, keepdim=True)).exp()
-    covered = probs.sum(-1) >= top_p if top_p < 1.0 else torch.zeros_like(tokens, dtype=torch.bool)
-    if covered.any():
+    covered = torch.zeros_like(tokens, dtype=torch.bool)
+    if top_p < 1.0:  # the whole distribution (top_p 1) has no candidates' path
+        top, index = scores.topk(min(candidates, scores.shape[-1]), dim=-1)
+        probs = (top - scores.logsumexp(-1, keepdim=True)).exp()
+        covered = probs.sum(-1) >= top_p
         p = probs[covered]
         kept = (p.cumsum(-1) - p) < top_p
         cdf = torch.where(kept, p, torch.zeros_like(p)).double().cumsum(-1)
