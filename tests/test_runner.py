@@ -259,8 +259,39 @@ def test_a_notebook_left_alone_with_its_dependents_gets_every_core() -> None:
     tasks = [Task(profiles.Notebook(Path(f"{n}.ipynb"), n, {}, {}), {"alone": False}, {}, output=n) for n in names]
     after = {"a2": ["a1"], "b2": ["b1"], "b3": ["b2"]}
     assert dependents({n: after.get(n, []) for n in names})["b1"] == {"b2", "b3"}
-    executor = Inline()
+    executor, running = Inline(), []
     run_tasks(tasks, after, executor, RunProgress({n: None for n in names}, 0, 2),
-              lambda task, alone: replace(task, params={"alone": alone}))
+              lambda task, alone: replace(task, params={"alone": alone}), running.append)
     # a1 and b1 start together (neither alone), then a2 and b2; b3, last, has the machine to itself
     assert executor.seen == [("a1", False), ("b1", False), ("a2", False), ("b2", False), ("b3", True)]
+    assert running == [1, 2, 1, 0, 1, 2, 1, 0, 1, 0]  # told before each start and after each end
+
+
+def test_notebooks_follow_the_runners_count_of_running_notebooks(monkeypatch) -> None:
+    """The runner names a file of how many notebooks run; follow() sets torch's threads to cpu_count // that."""
+    import os
+
+    import torch
+
+    from companion.core import threads
+    from companion.publish.runner import following_shares
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    monkeypatch.delenv(threads.SHARE_FILE, raising=False)
+    before = torch.get_num_threads()
+    try:
+        with following_shares(False) as tell:
+            assert tell is None and threads.SHARE_FILE not in os.environ
+        with following_shares(True) as tell:
+            path = Path(os.environ[threads.SHARE_FILE])
+            tell(2)
+            assert path.read_text() == "2" and threads.follow() == 2
+            tell(1)
+            assert threads.follow() == 4
+            path.write_text("half")  # unreadable: keep the threads in use
+            assert threads.follow() == 4
+        assert threads.SHARE_FILE not in os.environ and not path.exists()
+        torch.set_num_threads(3)
+        assert threads.follow() == 3  # no runner sharing the cores: nothing changes
+    finally:
+        torch.set_num_threads(before)

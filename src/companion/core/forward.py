@@ -13,6 +13,8 @@ from torch.utils.hooks import RemovableHandle
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from companion.core import threads
+
 POOLINGS = ("mean", "max", "last")
 
 
@@ -81,6 +83,7 @@ def forward_batches(
     rows = []
     with torch.inference_mode():
         for index in tqdm(batches, desc=desc, leave=False, disable=len(batches) < 4, mininterval=10):
+            threads.follow()
             padded = tokenizer.pad({"input_ids": [ids[i] for i in index]}, return_tensors="pt")
             padded = {key: value.to(device) for key, value in padded.items()}
             try:

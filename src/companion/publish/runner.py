@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
+from companion.core import threads
 from companion.core.errors import UserError
 from companion.publish import executors, preflight, profiles, schedule, sweep
 from companion.publish.hashing import input_hash, is_up_to_date, package_versions
@@ -119,6 +120,32 @@ def execute(project: Project, task: Task, profile: str, generated: Path) -> Outc
     return Outcome(task.output, "ran", seconds)
 
 
+def shares_default(task: Task, where_from: Callable[[str, str], str]) -> bool:
+    """Whether the task's `threads` is the notebook's default, which the runner may share out (see share_threads)."""
+    return "threads" in task.params and where_from(task.name, "threads") == "the notebook's default"
+
+
+@contextmanager
+def following_shares(enabled: bool) -> Iterator[Callable[[int], None] | None]:
+    """While enabled, a file of how many notebooks run, named to their kernels by $COMPANION_CORE_SHARE, so each
+    follows its share of the cores as others start and end (companion.core.threads); yields what updates it."""
+    if not enabled:
+        yield None
+        return
+    previous = os.environ.get(threads.SHARE_FILE)
+    with tempfile.TemporaryDirectory(prefix="companion-cores-") as folder:
+        path = Path(folder) / "running"
+        threads.write_running(path, 0)
+        os.environ[threads.SHARE_FILE] = str(path)
+        try:
+            yield lambda running: threads.write_running(path, running)
+        finally:
+            if previous is None:
+                os.environ.pop(threads.SHARE_FILE, None)
+            else:
+                os.environ[threads.SHARE_FILE] = previous
+
+
 def share_threads(task: Task, jobs: int, where_from: Callable[[str, str], str]) -> Task:
     """With jobs notebooks at once, a notebook's default `threads` becomes its share of the cores (at least 1).
 
@@ -126,10 +153,9 @@ def share_threads(task: Task, jobs: int, where_from: Callable[[str, str], str]) 
     times slower than one notebook at a time; a `threads` from --set or the profile is kept as given. A notebook that
     starts alone with only its dependents left (see schedule.run_tasks) is given jobs=1: the whole machine.
     """
-    if "threads" not in task.params or where_from(task.name, "threads") != "the notebook's default":
+    if not shares_default(task, where_from):
         return task
-    share = max(1, (os.cpu_count() or 1) // jobs)
-    return replace(task, params={**task.params, "threads": min(task.params["threads"], share)})
+    return replace(task, params={**task.params, "threads": min(task.params["threads"], threads.share(jobs))})
 
 
 def run(project: Project, profile: str = "default", only: str | None = None, sets: list[str] | None = None,
@@ -171,7 +197,8 @@ def run(project: Project, profile: str = "default", only: str | None = None, set
         where = executors.executor(executor, execute, project, profile, jobs, needs, address)
         report = RunProgress({t.output: t.expected for t in todo}, len(outcomes), where.parallel)
         try:
-            outcomes += schedule.run_tasks(todo, after, where, report, prepare)
+            with following_shares(shared and all(shares_default(t, where_from) for t in todo)) as on_running:
+                outcomes += schedule.run_tasks(todo, after, where, report, prepare, on_running)
         finally:
             where.close()
     return sorted(outcomes, key=lambda o: o.name)

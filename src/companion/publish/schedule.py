@@ -107,12 +107,15 @@ def dependents(needs: dict[str, list[str]]) -> dict[str, set[str]]:
 
 
 def run_tasks(tasks: list[Task], after: dict[str, list[str]], executor: Executor, progress: RunProgress,
-              prepare: Callable[[Task, bool], Task] | None = None) -> list[Outcome]:
+              prepare: Callable[[Task, bool], Task] | None = None,
+              on_running: Callable[[int], None] | None = None) -> list[Outcome]:
     """Submit each task once its prerequisites ran; a failed prerequisite fails its dependents; Ctrl-C cancels the rest.
 
     prepare(task, alone) gives the task as submitted; alone: nothing else runs and every task still waiting needs this
-    one first, so it has the machine to itself until it ends.
+    one first, so it has the machine to itself until it ends. on_running(n) hears how many tasks run whenever that
+    changes (the runner's core share, `companion.core.threads`).
     """
+    tell = on_running or (lambda n: None)
     needs = {t.output: [o.output for o in tasks if o is not t and depends_on(t, o, after)] for t in tasks}
     later = dependents(needs)
     pending, running, done, starting = list(tasks), {}, {}, 0  # starting: a submit in progress (inline execution)
@@ -131,11 +134,13 @@ def run_tasks(tasks: list[Task], after: dict[str, list[str]], executor: Executor
                     progress.start(task.output)
                     starting = 1
                     alone = not running and all(t.output in later[task.output] for t in pending)
+                    tell(len(running) + 1)  # before the kernel starts, so its first look sees itself counted
                     running[executor.submit(prepare(task, alone) if prepare else task)] = task
                     starting = 0
             finished, _ = wait(list(running), return_when=FIRST_COMPLETED) if running else (set(), set())
             for future in finished:
                 task = running.pop(future)
+                tell(len(running))
                 try:
                     done[task.output] = future.result()
                 except Exception as exc:  # the executor lost the task (a worker died): report it, keep the others

@@ -12,6 +12,7 @@ from py3langid.langid import MODEL_FILE, LanguageIdentifier
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from companion.core import threads
 from companion.core.decoding import sample, sampling_processors
 from companion.core.forward import forward_batches
 from companion.core.stats import mean_ci, percentile_interval, resample_means
@@ -31,6 +32,7 @@ def continue_text(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pr
     texts = []
     with torch.inference_mode():
         for start in tqdm(range(0, len(prompts), batch_size), desc="generating", leave=False, mininterval=10):
+            threads.follow()
             batch = tokenizer(list(prompts[start:start + batch_size]), return_tensors="pt", padding=True,
                               padding_side="left").to(device)
             out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
@@ -128,6 +130,7 @@ def examples(runs: list[dict], prompts: Sequence[str], n: int = 4) -> pd.DataFra
 def sample_texts(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt: str, n: int, seed: int,
                  max_new_tokens: int, temperature: float) -> list[str]:
     """n continuations of one prompt sampled at a temperature (no top-k or top-p cut), reproducible by seed."""
+    threads.follow()
     ids = tokenizer(prompt)["input_ids"] or [tokenizer.bos_token_id]  # an empty prompt is <bos> alone
     inputs = torch.tensor([ids] * n, device=next(model.parameters()).device)
     out = sample(model, {"input_ids": inputs, "attention_mask": torch.ones_like(inputs)}, max_new_tokens,
