@@ -361,3 +361,14 @@ def test_round_prompts_are_fresh_openings_not_training_ones() -> None:
 
     assert [opening(p) for p in fresh[:3]] == [opening(p) for p in first[3:]]  # the same pool, used openings skipped
     assert list(signs) == [1.0, -1.0] * 3
+
+
+def test_bfloat16_training_asks_trl_for_mixed_precision_and_is_cached_apart(tmp_path):
+    from dataclasses import replace
+
+    mixed = replace(SETTINGS, precision="bfloat16")
+    assert training.dpo_config(mixed, tmp_path).bf16 and training.reward_config(mixed, tmp_path).bf16
+    if not torch.cuda.is_available():
+        assert not training.dpo_config(SETTINGS, tmp_path).bf16 and not training.reward_config(SETTINGS, tmp_path).bf16
+    for kind in ("dpo", "rm"):
+        assert training.model_key(mixed, PAIRS, kind) != training.model_key(SETTINGS, PAIRS, kind)

@@ -275,6 +275,13 @@ def _controls() -> tuple[str, ...]:
     return tuple(CONTROLS)
 
 
+def _precisions() -> tuple[str, ...]:
+    """Arithmetic of paper B's forward passes."""
+    from companion.core.precision import PRECISIONS
+
+    return PRECISIONS
+
+
 # Checks in the order they run: the model and data first, since later checks read them.
 CHECKS: dict[str, Check] = {
     "model_name": _model, "model": _model, "models": _model,
@@ -289,6 +296,7 @@ CHECKS: dict[str, Check] = {
     "control": one_of(_controls), "selection": one_of(_steering_choices("selection")),
     "unit_site": one_of(_steering_choices("unit_site")), "pairs_scope": one_of(lambda: ("all", "pivot", "from-pivot", "to-pivot")),
     "positions": one_of(lambda: ("all", "last")), "protocol": one_of(lambda: ("source", "both")),
+    "precision": one_of(_precisions),
     "seed": at_least(0), "data_seed": at_least(0), "seeds": at_least(0),
     "beta": at_least(0, strict=True), "learning_rate": at_least(0, strict=True),
     "n_*": at_least(1), "threads": at_least(1), "steps": at_least(1), "batch_size": at_least(1), "lora_*": at_least(1),

@@ -75,9 +75,10 @@ def round_prompts(n: int, r: RoundSettings, test: bool, used: frozenset[str] = f
     return [prompt_text(o, t) for o, t in zip(openings, targets)], np.array([1.0 if t == "positive" else -1.0 for t in targets])
 
 
-def _samples(folder: str, prompts: list[str], r: RoundSettings) -> list[list[str]]:
+def _samples(folder: str, prompts: list[str], r: RoundSettings, precision: str) -> list[list[str]]:
     """Two sampled endings of each prompt from a merged policy folder."""
-    return sample_continuations(SampleSettings(model=folder, max_new_tokens=r.max_new_tokens, seed=r.seed), prompts)
+    return sample_continuations(SampleSettings(model=folder, max_new_tokens=r.max_new_tokens, seed=r.seed,
+                                               precision=precision), prompts)
 
 
 def aligned_gold(gold: GoldLabeller, samples: list[list[str]], signs: np.ndarray) -> np.ndarray:
@@ -102,7 +103,7 @@ def iterative_round(s: TrainSettings, fit_pairs: list[Pair], gold: GoldLabeller,
     """Agreement of DPORM and EXRM with gold on fresh policy samples, and the gold reward of each next policy."""
     used = frozenset(normalise(p.get("opening") or p["prompt"].split("Review: ", 1)[-1]) for p in fit_pairs)
     prompts, signs = round_prompts(r.n_prompts, r, test=False, used=used)
-    samples = _samples(merged_policy(s, fit_pairs), prompts, r)
+    samples = _samples(merged_policy(s, fit_pairs), prompts, r, s.precision)
     keep = [i for i, (a, b) in enumerate(samples) if normalise(a) != normalise(b)]
     pairs = [{"prompt": prompts[i], "chosen": " " + samples[i][0], "rejected": " " + samples[i][1]} for i in keep]
     models = trained_models(s, fit_pairs)
@@ -118,7 +119,8 @@ def iterative_round(s: TrainSettings, fit_pairs: list[Pair], gold: GoldLabeller,
     policies = {"policy": merged_policy(s, fit_pairs),
                 **{f"next ({name.upper()} labels)": merged_policy(following, relabelled(fit_pairs, pairs, firsts[name]))
                    for name in ("dporm", "exrm")}}
-    reward = {name: aligned_gold(gold, _samples(folder, eval_prompts, r), eval_signs) for name, folder in policies.items()}
+    reward = {name: aligned_gold(gold, _samples(folder, eval_prompts, r, s.precision), eval_signs)
+              for name, folder in policies.items()}
     reps = resample_means({"agreement": tuple(a[None] for a in agree.values()),
                            "gold": tuple(v[None] for v in reward.values())}, n_boot=n_boot, seed=r.seed)
     return {"n_pairs": len(pairs), "n_eval": len(eval_prompts),

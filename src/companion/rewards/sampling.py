@@ -11,10 +11,12 @@ import torch
 import transformers
 from tqdm import tqdm
 
+from companion.core import threads
 from companion.core.cache import cache_key, cache_root
 from companion.core.decoding import sample, sampling_processors
 from companion.core.files import staged_file
 from companion.core.models import load_causal_lm, model_identity
+from companion.core.precision import autocast
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,7 @@ class SampleSettings:
     top_p: float = 0.95
     seed: int = 0
     batch_size: int = 32
+    precision: str = "float32"  # or "bfloat16" (companion.core.precision)
 
 
 def clean(text: str) -> str:
@@ -48,8 +51,10 @@ def _generate(s: SampleSettings, prompts: list[str]) -> list[list[str]]:
     processors = sampling_processors(s.temperature, s.top_p, s.seed)  # one stream of variates for every batch
     out: list[str] = []
     for start in tqdm(range(0, len(flat), s.batch_size), desc=f"sampling {s.model}", leave=False):
+        threads.follow()
         batch = tokenizer(flat[start:start + s.batch_size], return_tensors="pt", padding=True)
-        ids = sample(model, batch, s.max_new_tokens, processors, tokenizer.pad_token_id)
+        with autocast(s.precision, next(model.parameters()).device):
+            ids = sample(model, batch, s.max_new_tokens, processors, tokenizer.pad_token_id)
         out += [clean(t) for t in tokenizer.batch_decode(ids[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)]
     return [out[i:i + s.per_prompt] for i in range(0, len(out), s.per_prompt)]
 

@@ -12,7 +12,6 @@ import shutil
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import torch
 from datasets import Dataset
 from peft import LoraConfig, TaskType
 from trl import SFTConfig, SFTTrainer
@@ -20,6 +19,7 @@ from trl import SFTConfig, SFTTrainer
 from companion.core.cache import cache_key, cache_root
 from companion.core.files import staged_folder
 from companion.core.models import MARKER, load_causal_lm, model_identity
+from companion.core.precision import trainer_flags
 from companion.rewards.preferences import pool, reviews
 from companion.rewards.training import progress_on_stderr
 
@@ -35,6 +35,7 @@ class SFTSettings:
     learning_rate: float = 1e-3
     lora_r: int = 16
     seed: int = 0
+    precision: str = "float32"  # or "bfloat16" (companion.core.precision)
 
 
 def sft_texts(n: int, seed: int) -> list[str]:
@@ -48,11 +49,10 @@ def _fine_tune_into(folder: str, s: SFTSettings) -> None:
     """Fine-tune a LoRA adapter on review text, merge it, save model and tokenizer into folder (all or nothing)."""
     with staged_folder(folder) as staging:
         model, tokenizer = load_causal_lm(s.model)
-        on_gpu = torch.cuda.is_available()
         args = SFTConfig(output_dir=str(staging / "run"), max_steps=s.steps, per_device_train_batch_size=s.batch_size,
                          learning_rate=s.learning_rate, seed=s.seed, max_length=s.max_length, packing=False,
                          activation_checkpointing=False, logging_steps=1, save_strategy="no", report_to=[],
-                         bf16=on_gpu, use_cpu=not on_gpu, dataloader_num_workers=0)
+                         **trainer_flags(s.precision), dataloader_num_workers=0)
         texts = Dataset.from_dict({"text": sft_texts(s.steps * s.batch_size, s.seed)})
         trainer = progress_on_stderr(SFTTrainer(
             model=model, args=args, train_dataset=texts, processing_class=tokenizer,

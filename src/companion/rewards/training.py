@@ -25,9 +25,11 @@ from transformers.trainer_callback import ProgressCallback
 from transformers.utils import logging as hf_logging
 from trl import DPOConfig, DPOTrainer, RewardConfig, RewardTrainer
 
+from companion.core import threads
 from companion.core.cache import cache_key, cache_root
 from companion.core.files import staged_folder
 from companion.core.models import EMBEDDED, MARKER, embedded_cache_dir, load_causal_lm, model_identity
+from companion.core.precision import trainer_flags
 from companion.rewards.preferences import Pair
 from companion.rewards.references import CachedReferenceDPOTrainer
 from companion.rewards.response_head import score_responses_only
@@ -39,7 +41,13 @@ warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is depre
 
 
 class StderrProgress(ProgressCallback):
-    """transformers' console progress bar, with each logged step written beside the bar on stderr instead of stdout."""
+    """transformers' console progress bar, with each logged step written beside the bar on stderr instead of stdout;
+    before each step, the notebook's share of the cores is followed (companion.core.threads)."""
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        """Follow the core share, then let the bar do its part."""
+        threads.follow()
+        super().on_step_begin(args, state, control, **kwargs)
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
         """One line of the logged values (floats to 4 digits), on stderr."""
@@ -75,17 +83,17 @@ class TrainSettings:
     rm_learning_rate: float | None = None  # the reward model's own rate (None: the same as DPO's)
     seed: int = 0
     device_map: str | None = None
+    precision: str = "float32"  # or "bfloat16": matrix products under autocast (companion.core.precision)
 
 
 
 def _common_args(s: TrainSettings, out_dir: str | Path) -> dict[str, Any]:
     """TrainingArguments shared by both trainers, so the two models get the same budget."""
-    on_gpu = torch.cuda.is_available()
     return dict(
         output_dir=str(out_dir), max_steps=s.steps, per_device_train_batch_size=s.batch_size,
         per_device_eval_batch_size=2 * s.batch_size, learning_rate=s.learning_rate, seed=s.seed,
         max_length=s.max_length, activation_checkpointing=False, logging_steps=1, save_strategy="no",
-        report_to=[], bf16=on_gpu, use_cpu=not on_gpu, dataloader_num_workers=0, disable_tqdm=False,
+        report_to=[], **trainer_flags(s.precision), dataloader_num_workers=0, disable_tqdm=False,
     )
 
 

@@ -1,0 +1,34 @@
+"""The arithmetic of paper B's sampling and training: float32, or bfloat16 matrix products under torch.autocast.
+
+bfloat16 autocast keeps weights, norms, softmax and the loss in float32 and runs the matrix products in bfloat16:
+the mixed precision TRL and transformers use on GPUs (`bf16=True`). On a CPU with AVX512-BF16 or AMX it is faster
+than float32 (benchmarks/bench_precision.py); on a CPU without them it is slower, so float32 stays available as a
+parameter. Scoring the pairs stays in float32 (companion.rewards.scoring says why).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from companion.core.errors import UserError
+
+PRECISIONS = ("float32", "bfloat16")
+
+
+def check(precision: str) -> str:
+    """The precision itself, or one clear line naming the choices."""
+    if precision not in PRECISIONS:
+        raise UserError(f"unknown precision '{precision}'; use one of {', '.join(PRECISIONS)}")
+    return precision
+
+
+def autocast(precision: str, device: torch.device | str = "cpu") -> torch.autocast:
+    """A context in which matrix products run in bfloat16 when precision is "bfloat16" (a no-op for "float32")."""
+    return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16,
+                          enabled=check(precision) == "bfloat16")
+
+
+def trainer_flags(precision: str) -> dict[str, bool]:
+    """TrainingArguments for this precision: bf16 mixed precision on a GPU always, on a CPU when asked."""
+    on_gpu = torch.cuda.is_available()
+    return {"bf16": on_gpu or check(precision) == "bfloat16", "use_cpu": not on_gpu}
