@@ -113,7 +113,7 @@ def site_experts(
     """
     shared = dict(version=TABLE_VERSION, model=model_identity(model_name), languages=list(languages), n=n, seed=seed,
                   corpus=corpus, parallel=sha256_file(Path(parallel_path)) if parallel_path else None, pooling=pooling,
-                  skip_special=skip_special)
+                  skip_special=skip_special, dtype=str(next(model.parameters()).dtype))
     keys = {site: cache_key(**shared, units=pattern or default_pattern(model, site), site=site)
             for site, pattern in patterns.items()}
 
