@@ -209,10 +209,11 @@ def test_reach_sees_imports_lookups_and_locators() -> None:
 
 def test_parallel_jobs_share_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
     """With --jobs, a notebook's default threads becomes its share of the cores; a threads set by the user is kept."""
+    from companion.core import threads
     from companion.publish.runner import share_threads
     from companion.publish.sweep import Task
 
-    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    monkeypatch.setattr(threads, "cores", lambda: 4)
     notebook = profiles.Notebook(Path("nb.ipynb"), "nb", {"threads": 8}, {})
     task = Task(notebook, {"threads": 8, "seed": 0}, {})
 
@@ -268,7 +269,7 @@ def test_a_notebook_left_alone_with_its_dependents_gets_every_core() -> None:
 
 
 def test_notebooks_follow_the_runners_count_of_running_notebooks(monkeypatch) -> None:
-    """The runner names a file of how many notebooks run; follow() sets torch's threads to cpu_count // that."""
+    """The runner names a file of how many notebooks run; follow() sets torch's threads to cores // that, at most cap."""
     import os
 
     import torch
@@ -276,17 +277,19 @@ def test_notebooks_follow_the_runners_count_of_running_notebooks(monkeypatch) ->
     from companion.core import threads
     from companion.publish.runner import following_shares
 
-    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(threads, "cores", lambda: 4)
     monkeypatch.delenv(threads.SHARE_FILE, raising=False)
     before = torch.get_num_threads()
     try:
-        with following_shares(False) as tell:
+        with following_shares(False, 4) as tell:
             assert tell is None and threads.SHARE_FILE not in os.environ
-        with following_shares(True) as tell:
+        with following_shares(True, 3) as tell:
             path = Path(os.environ[threads.SHARE_FILE])
             tell(2)
-            assert path.read_text() == "2" and threads.follow() == 2
+            assert path.read_text() == "2 3" and threads.follow() == 2
             tell(1)
+            assert threads.follow() == 3  # all 4 cores are free, but a notebook asks for at most 3
+            path.write_text("1 4")
             assert threads.follow() == 4
             path.write_text("half")  # unreadable: keep the threads in use
             assert threads.follow() == 4
@@ -295,3 +298,18 @@ def test_notebooks_follow_the_runners_count_of_running_notebooks(monkeypatch) ->
         assert threads.follow() == 3  # no runner sharing the cores: nothing changes
     finally:
         torch.set_num_threads(before)
+
+
+def test_kernels_are_told_the_core_share_unless_threads_were_set(project: Project) -> None:
+    """With --jobs 2 a notebook with the default `threads` can read the runner's count (the toy notebooks without
+    `threads` do not stop it); a `threads` given with --set turns the following off."""
+    from companion.core import threads
+
+    _notebook(project.notebooks / "gamma.ipynb", "threads = 2\nseed = 0",
+              f"import os\nfrom pathlib import Path\npath = os.environ.get('{threads.SHARE_FILE}')\n"
+              "y = Path(path).read_text().split() if path else None")
+    run(project, "smoke", jobs=2)
+    running, cap = _metrics(project, "gamma")["y"]
+    assert 1 <= int(running) <= 2 and cap == "2"
+    run(project, "smoke", jobs=2, only="gamma", sets=["threads=1"])
+    assert _metrics(project, "gamma")["y"] is None

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
-from companion.core import threads
+from companion.core import precision, threads
 from companion.core.errors import UserError
 from companion.publish import executors, preflight, profiles, schedule, sweep
 from companion.publish.hashing import input_hash, is_up_to_date, package_versions
@@ -126,24 +126,18 @@ def shares_default(task: Task, where_from: Callable[[str, str], str]) -> bool:
 
 
 @contextmanager
-def following_shares(enabled: bool) -> Iterator[Callable[[int], None] | None]:
-    """While enabled, a file of how many notebooks run, named to their kernels by $COMPANION_CORE_SHARE, so each
-    follows its share of the cores as others start and end (companion.core.threads); yields what updates it."""
+def following_shares(enabled: bool, cap: int) -> Iterator[Callable[[int], None] | None]:
+    """While enabled, a file of how many notebooks run (and cap, the most threads one may take), named to their kernels
+    by $COMPANION_CORE_SHARE, so each follows its share of the cores as others start and end (companion.core.threads);
+    yields what updates it."""
     if not enabled:
         yield None
         return
-    previous = os.environ.get(threads.SHARE_FILE)
     with tempfile.TemporaryDirectory(prefix="companion-cores-") as folder:
         path = Path(folder) / "running"
-        threads.write_running(path, 0)
-        os.environ[threads.SHARE_FILE] = str(path)
-        try:
-            yield lambda running: threads.write_running(path, running)
-        finally:
-            if previous is None:
-                os.environ.pop(threads.SHARE_FILE, None)
-            else:
-                os.environ[threads.SHARE_FILE] = previous
+        threads.write_running(path, 0, cap)
+        with environment({threads.SHARE_FILE: str(path)}):
+            yield lambda running: threads.write_running(path, running, cap)
 
 
 def share_threads(task: Task, jobs: int, where_from: Callable[[str, str], str]) -> Task:
@@ -193,11 +187,16 @@ def run(project: Project, profile: str = "default", only: str | None = None, set
         preflight.check([task.notebook], {task.notebook.name: prepare(task, False).params}, where_from)
     if dry_run:
         return sorted(outcomes + [Outcome(task.output, "would run", 0.0) for task in todo], key=lambda o: o.name)
+    note = precision.slow_bfloat16_note(any("bfloat16" in (t.params.get("dtype"), t.params.get("precision")) for t in todo))
+    if note:
+        print(note, file=sys.stderr, flush=True)
     if todo:
         where = executors.executor(executor, execute, project, profile, jobs, needs, address)
         report = RunProgress({t.output: t.expected for t in todo}, len(outcomes), where.parallel)
         try:
-            with following_shares(shared and all(shares_default(t, where_from) for t in todo)) as on_running:
+            # notebooks follow their share unless a user set some notebook's threads (those without threads don't care)
+            follows = shared and all(shares_default(t, where_from) for t in todo if "threads" in t.params)
+            with following_shares(follows, max((t.params.get("threads", 1) for t in todo), default=1)) as on_running:
                 outcomes += schedule.run_tasks(todo, after, where, report, prepare, on_running)
         finally:
             where.close()
