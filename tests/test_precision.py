@@ -18,10 +18,11 @@ def test_autocast_runs_matrix_products_in_bfloat16_only_when_asked():
         assert (a @ b).dtype == torch.float32
 
 
-def test_trainer_flags_ask_for_bf16_mixed_precision_on_cpu_only_for_bfloat16(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert precision.trainer_flags("bfloat16") == {"bf16": True, "use_cpu": True}
-    assert precision.trainer_flags("float32") == {"bf16": False, "use_cpu": True}
+@pytest.mark.parametrize("gpu", [False, True])
+def test_trainer_flags_ask_for_bf16_mixed_precision_only_for_bfloat16(monkeypatch, gpu):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu)
+    assert precision.trainer_flags("bfloat16") == {"bf16": True, "use_cpu": not gpu}
+    assert precision.trainer_flags("float32") == {"bf16": False, "use_cpu": not gpu}
 
 
 def test_unknown_precision_is_one_clear_line():
@@ -32,3 +33,18 @@ def test_unknown_precision_is_one_clear_line():
 def test_samples_at_another_precision_are_another_cache_entry():
     s = SampleSettings(model="smollm2-135m")
     assert samples_key(s, ["a prompt"]) != samples_key(SampleSettings(model="smollm2-135m", precision="bfloat16"), ["a prompt"])
+
+
+def test_a_cpu_without_native_bfloat16_gets_a_note(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with_it, without = tmp_path / "with", tmp_path / "without"
+    with_it.write_text("flags\t\t: fpu avx512f avx512_bf16 avx512_vnni\n")
+    without.write_text("flags\t\t: fpu avx2 avx512f\n")
+    assert precision.native_bfloat16(with_it) is True
+    assert precision.native_bfloat16(without) is False
+    assert precision.native_bfloat16(tmp_path / "missing") is None
+    monkeypatch.setattr(precision, "native_bfloat16", lambda: False)
+    assert "--set dtype=float32 --set precision=float32" in precision.slow_bfloat16_note(True)
+    assert precision.slow_bfloat16_note(False) is None
+    monkeypatch.setattr(precision, "native_bfloat16", lambda: True)
+    assert precision.slow_bfloat16_note(True) is None

@@ -174,6 +174,9 @@ def test_scoring_reference_logps_are_cached_by_content(lora_policy, tokenizer, t
     assert np.array_equal(scoring.cached_reference_logps(models, PAIRS[:4], 32, batch_size=3),
                           scoring.reference_logps(lora_policy, tokenizer, PAIRS[:4], 32, batch_size=3))
     assert len(list(tmp_path.glob("scores-*.safetensors"))) == 2  # other pairs: another entry
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # scores at another precision are not the float32 ones
+        assert not np.array_equal(scoring.cached_reference_logps(models, PAIRS, 32, batch_size=3), direct)
+    assert len(list(tmp_path.glob("scores-*.safetensors"))) == 3
 
 
 def test_training_progress_goes_to_stderr_and_not_into_a_page(tokenizer, tmp_path, capsys, monkeypatch):
@@ -368,7 +371,6 @@ def test_bfloat16_training_asks_trl_for_mixed_precision_and_is_cached_apart(tmp_
 
     mixed = replace(SETTINGS, precision="bfloat16")
     assert training.dpo_config(mixed, tmp_path).bf16 and training.reward_config(mixed, tmp_path).bf16
-    if not torch.cuda.is_available():
-        assert not training.dpo_config(SETTINGS, tmp_path).bf16 and not training.reward_config(SETTINGS, tmp_path).bf16
+    assert not training.dpo_config(SETTINGS, tmp_path).bf16 and not training.reward_config(SETTINGS, tmp_path).bf16
     for kind in ("dpo", "rm"):
         assert training.model_key(mixed, PAIRS, kind) != training.model_key(SETTINGS, PAIRS, kind)

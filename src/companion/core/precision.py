@@ -8,6 +8,8 @@ parameter. Scoring the pairs stays in float32 (companion.rewards.scoring says wh
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from companion.core.errors import UserError
@@ -29,6 +31,23 @@ def autocast(precision: str, device: torch.device | str = "cpu") -> torch.autoca
 
 
 def trainer_flags(precision: str) -> dict[str, bool]:
-    """TrainingArguments for this precision: bf16 mixed precision on a GPU always, on a CPU when asked."""
-    on_gpu = torch.cuda.is_available()
-    return {"bf16": on_gpu or check(precision) == "bfloat16", "use_cpu": not on_gpu}
+    """TrainingArguments for this precision: bf16 mixed precision when asked, on a GPU or on the CPU."""
+    return {"bf16": check(precision) == "bfloat16", "use_cpu": not torch.cuda.is_available()}
+
+
+def native_bfloat16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool | None:
+    """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX); None where the system does not say."""
+    try:
+        flags = cpuinfo.read_text().split()
+    except OSError:
+        return None
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def slow_bfloat16_note(asked: bool) -> str | None:
+    """A one-line note when bfloat16 is asked for on a CPU-only machine whose CPU lacks it (it then runs slower)."""
+    if asked and not torch.cuda.is_available() and native_bfloat16() is False:
+        return ("companion: note: this CPU has neither AVX512-BF16 nor AMX, so bfloat16 (dtype, precision) runs slower "
+                "than float32 here; add --set dtype=float32 --set precision=float32 for speed (the numbers then differ "
+                "slightly: benchmarks/bench_precision.py)")
+    return None

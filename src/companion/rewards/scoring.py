@@ -135,6 +135,7 @@ def cached_reference_logps(models: RewardModels, pairs: list[Pair], max_length: 
     weights = next(models.policy.parameters())
     key = cache_key(kind="scores", pairs=pairs_fingerprint(pairs), max_length=max_length, batch_size=batch_size,
                     pad=models.tokenizer.pad_token_id, dtype=str(weights.dtype), device=str(weights.device),
+                    autocast=torch.is_autocast_enabled(weights.device.type),
                     versions=library_versions())
 
     def compute() -> dict[str, np.ndarray]:
