@@ -276,7 +276,7 @@ def _controls() -> tuple[str, ...]:
 
 
 def _precisions() -> tuple[str, ...]:
-    """Arithmetic of paper B's forward passes."""
+    """Arithmetic of paper B's sampling and training."""
     from companion.core.precision import PRECISIONS
 
     return PRECISIONS
