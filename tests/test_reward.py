@@ -234,6 +234,34 @@ def test_trained_models_are_cached_and_reloaded(tiny_folder, tmp_path, monkeypat
                                scores, atol=1e-5)  # same seed, same data: the rebuilt model scores the same
 
 
+def test_scores_come_from_folded_copies_and_are_cached_per_model(tiny_folder, tmp_path, monkeypatch):
+    settings = training.TrainSettings(**{**SETTINGS.__dict__, "model": str(tiny_folder)})
+    models = training.trained_models(settings, PAIRS, cache=tmp_path / "cache")
+    ref = scoring.reference_logps(models.policy, models.tokenizer, PAIRS, settings.max_length)
+    unfolded = {"dporm": scoring.implicit_rewards(scoring.pair_logps(models.policy, models.tokenizer, PAIRS, 32), ref, 0.5),
+                "exrm": scoring.explicit_rewards(models.rm, models.tokenizer, PAIRS, 32)}
+    got = scoring.score_models(models, PAIRS, ref, 0.5, 32)
+    for name in ("dporm", "exrm"):  # the adapters merged into a copy: the same function, float32 rounding aside
+        np.testing.assert_allclose(got[name], unfolded[name], atol=1e-5)
+        assert np.abs(got[name]).max() > 1e-3
+    assert set(models.folded) == {"dpo", "rm"}
+    assert not any("lora_" in name for model in models.folded.values() for name, _ in model.named_parameters())
+    assert any("lora_" in name for name, _ in models.policy.named_parameters())  # the originals keep their adapters
+    assert len(list(models.folders["dpo"].glob("scores-*.safetensors"))) == 1
+    assert len(list(models.folders["rm"].glob("scores-*.safetensors"))) == 1
+
+    def no_scoring(*args, **kwargs):
+        raise AssertionError("should have been read from the cache")
+
+    monkeypatch.setattr(scoring, "pair_logps", no_scoring)
+    monkeypatch.setattr(scoring, "explicit_rewards", no_scoring)
+    again = training.trained_models(settings, PAIRS, cache=tmp_path / "cache")  # another notebook, the same models
+    cached = scoring.score_models(again, PAIRS, ref, 0.5, 32)
+    assert all(np.array_equal(cached[name], got[name]) for name in got)
+    with pytest.raises(AssertionError, match="cache"):  # other pairs are scored afresh
+        scoring.score_models(again, PAIRS[:3], ref[:3], 0.5, 32)
+
+
 ROUND_PAIRS = [
     {"prompt": "the plot was", "chosen": " thin and slow", "rejected": " tight and clever"},
     {"prompt": "the actors", "chosen": " shine in it", "rejected": " mumble lines"},

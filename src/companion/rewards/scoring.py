@@ -5,11 +5,17 @@ head's output on prompt + response + EOS. A pair is ranked correctly when the ch
 
 Scoring runs in float32 whatever the training precision: in bfloat16 a DPORM reward, a small difference of two large
 log-probs, changed the ranking of 5.5% of pairs against 0.4% for EXRM (benchmarks/bench_precision.py), noise that would
-pull DPORM's accuracy toward chance and tilt the comparison."""
+pull DPORM's accuracy toward chance and tilt the comparison.
+
+Both models score with their LoRA adapters folded into a copy of the weights (`folded`): the same function up to float32
+rounding, about a fifth faster on a CPU than running the adapters beside the frozen weights. Each model's scores of a
+set of pairs are cached in its own cache folder, so a set scored by one notebook (the fit check, the validation pairs
+of the learning-rate search) is read back by the next."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import copy
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -146,6 +152,30 @@ def cached_reference_logps(models: RewardModels, pairs: list[Pair], max_length: 
 
 
 
+def folded(model: PeftModel) -> PreTrainedModel:
+    """A copy of a LoRA model with its adapters merged into the weights (the original keeps its adapters)."""
+    return copy.deepcopy(model).merge_and_unload().eval()
+
+
+def folded_model(models: RewardModels, kind: str) -> PreTrainedModel:
+    """The policy ("dpo") or the reward model ("rm") with its adapter folded in, made once per RewardModels."""
+    if kind not in models.folded:
+        models.folded[kind] = folded(models.policy if kind == "dpo" else models.rm)
+    return models.folded[kind]
+
+
+def cached_model_scores(models: RewardModels, kind: str, pairs: list[Pair], max_length: int, batch_size: int,
+                        compute: Callable[[PreTrainedModel], np.ndarray]) -> np.ndarray:
+    """One model's (n, 2) scores of the pairs, from its cache folder or computed by `compute` on its folded copy."""
+    weights = next(models.policy.parameters())
+    key = cache_key(kind=f"{kind}-scores", pairs=pairs_fingerprint(pairs), max_length=max_length, batch_size=batch_size,
+                    pad=models.tokenizer.pad_token_id, dtype=str(weights.dtype), device=str(weights.device),
+                    autocast=torch.is_autocast_enabled(weights.device.type), adapters="folded",
+                    versions=library_versions())
+    path = models.folders[kind] / f"scores-{key}.safetensors"
+    return cached_arrays(path, ("scores",), len(pairs), lambda: {"scores": compute(folded_model(models, kind))})["scores"]
+
+
 def implicit_rewards(policy_logps: np.ndarray, ref_logps: np.ndarray, beta: float) -> np.ndarray:
     """DPORM: beta * (log pi(y|x) - log pi_ref(y|x)), elementwise on (n, 2) arrays."""
     return beta * (policy_logps - ref_logps)
@@ -177,10 +207,14 @@ def correct(rewards: np.ndarray) -> np.ndarray:
 
 def score_models(models: RewardModels, pairs: list[Pair], ref: np.ndarray, beta: float, max_length: int,
                  batch_size: int = 16) -> dict[str, np.ndarray]:
-    """Per-pair rewards of DPORM (given the reference log-probs) and EXRM on one set of pairs."""
-    policy = pair_logps(models.policy, models.tokenizer, pairs, max_length, batch_size, desc="policy log-probs")
-    return {"dporm": implicit_rewards(policy, ref, beta),
-            "exrm": explicit_rewards(models.rm, models.tokenizer, pairs, max_length, batch_size)}
+    """Per-pair rewards of DPORM (given the reference log-probs) and EXRM on one set of pairs (each model's scores
+    cached in its folder)."""
+    tokenizer = models.tokenizer
+    policy = cached_model_scores(models, "dpo", pairs, max_length, batch_size, lambda model: pair_logps(
+        model, tokenizer, pairs, max_length, batch_size, desc="policy log-probs"))
+    exrm = cached_model_scores(models, "rm", pairs, max_length, batch_size, lambda model: explicit_rewards(
+        model, tokenizer, pairs, max_length, batch_size))
+    return {"dporm": implicit_rewards(policy, ref, beta), "exrm": exrm}
 
 
 def lengths_frame(tokenizer: PreTrainedTokenizerBase, sets: list[PreferenceSet]) -> pd.DataFrame:

@@ -12,7 +12,7 @@ import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -250,6 +250,7 @@ class RewardModels:
     rm_log: list[dict[str, float]]
     folders: dict[str, Path]
     reference: Path  # the cache folder of the reference's log-probs (`reference_folder`)
+    folded: dict[str, PreTrainedModel] = field(default_factory=dict, repr=False)  # adapters merged in, for scoring
 
 
 def _load_from(folders: dict[str, Path], s: TrainSettings, cache: Path | None) -> RewardModels:
