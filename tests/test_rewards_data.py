@@ -15,7 +15,7 @@ from companion.rewards import sentiment_sets
 from companion.rewards.baselines import fit_shortcuts
 from companion.rewards.gold import gold_labeller
 from companion.rewards.preferences import deduplicate, normalise, pair_texts
-from companion.rewards.sentiment_sets import SPECS, BuildSettings, embedded_sets, labelled_pairs
+from companion.rewards.sentiment_sets import SPECS, BuildSettings, embedded_sets, embedded_training, labelled_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLD_FLOOR = 0.85  # a TF-IDF logistic regression on IMDB scores about 0.90 on held-out reviews
@@ -65,6 +65,7 @@ def test_no_text_is_shared_between_training_and_test_sets_at_the_default_setting
     settings = BuildSettings(n_train=defaults["n_train"], n_test=defaults["n_test"], sets=tuple(SPECS))
     train, sets = embedded_sets(settings)
     assert len(train) > 0 and {t.name for t in sets} >= set(defaults["ood"]) | {"in-distribution"}
+    assert embedded_training(settings) == train  # the training page's path (no test set drawn) gives the same pairs
     seen = {text for pair in train for text in pair_texts(pair)}
     for t in sets:
         assert len(t.description) > 80

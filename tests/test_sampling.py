@@ -77,3 +77,31 @@ def test_temperature_comes_before_the_nucleus() -> None:
     tempered = processors[0](None, scores.clone())
     assert torch.equal(tempered, scores / 3.0)
     assert torch.equal(warper_probs(tempered, 0.5) > 0, torch.tensor([True, True, False, False]))
+
+
+def test_two_notebooks_asking_for_the_same_samples_draw_them_once(tmp_path, monkeypatch) -> None:
+    """The data page and the training page start together and both need the training pairs' endings: the second
+    waits on the cache entry's lock and reads what the first wrote."""
+    import threading
+    import time
+
+    from companion.rewards import sampling
+
+    monkeypatch.setenv("COMPANION_CACHE", str(tmp_path))
+    calls = []
+
+    def slow_generate(s, prompts):
+        calls.append(len(prompts))
+        time.sleep(0.5)  # long enough for the other caller to reach the entry while this one draws
+        return [[f"{p} ending {i}" for i in range(s.per_prompt)] for p in prompts]
+
+    monkeypatch.setattr(sampling, "_generate", slow_generate)
+    settings, prompts, results = sampling.SampleSettings(), ["a film", "the plot"], []
+    callers = [threading.Thread(target=lambda: results.append(sampling.sample_continuations(settings, prompts)))
+               for _ in range(2)]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join()
+    assert calls == [2] and results[0] == results[1] == [["a film ending 0", "a film ending 1"],
+                                                         ["the plot ending 0", "the plot ending 1"]]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -47,3 +48,17 @@ def staged_folder(folder: str | Path) -> Iterator[Path]:
         staging.rename(folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextmanager
+def computing(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock beside a cache entry (path + '.lock') while it is read or computed: a second process
+    that needs the same entry waits for the first to write it, then reads it, instead of computing it again."""
+    lock = Path(f"{path}.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

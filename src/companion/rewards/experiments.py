@@ -20,7 +20,7 @@ from companion.core.tables import format_interval
 from companion.rewards.baselines import Shortcuts, shortcut_rows
 from companion.rewards.preferences import Pair, PreferenceSet, hub_sets, own_file_sets
 from companion.rewards.scoring import cached_reference_logps, correct, keep_fitting, score_models
-from companion.rewards.sentiment_sets import BuildSettings, embedded_sets
+from companion.rewards.sentiment_sets import BuildSettings, embedded_sets, embedded_training
 from companion.rewards.training import TrainSettings, backbone_folder, trained_models
 
 MODELS = ("dporm", "exrm")
@@ -163,23 +163,24 @@ def seconds_per_step(logs: dict[int, dict[str, list[dict]]], steps: int) -> dict
 
 
 def experiment_sets(build: BuildSettings, preference_path: str = "", hub_dataset: str = "",
-                    test_fraction: float = 0.25) -> tuple[list[Pair], list[PreferenceSet], str]:
+                    test_fraction: float = 0.25, tests: bool = True) -> tuple[list[Pair], list[PreferenceSet], str]:
     """Training pairs, test sets and one line saying where they come from: a user's file, a hub dataset or the
-    embedded gold-labelled sets."""
+    embedded gold-labelled sets (tests=False: the embedded training pairs only, no test set drawn)."""
     if preference_path:
         train, sets = own_file_sets(preference_path, test_fraction, build.seed)
         return train, sets, f"Pairs from {preference_path}: the gold labeller is skipped; the file's labels are the truth."
     if hub_dataset:
         train, sets = hub_sets(hub_dataset, build.n_train, build.n_test, build.seed)
         return train, sets, f"Pairs from {hub_dataset}: the gold labeller is skipped; the dataset's labels are the truth."
-    train, sets = embedded_sets(build)
+    train, sets = embedded_sets(build) if tests else (embedded_training(build), [])
     return train, sets, "Embedded sets: generated and human continuations of review openings, labelled by the gold classifier."
 
 
 def fitted_sets(build: BuildSettings, model: str, max_length: int, preference_path: str = "", hub_dataset: str = "",
-                test_fraction: float = 0.25) -> tuple[list[Pair], list[PreferenceSet], str]:
-    """Training pairs and test sets, keeping only pairs whose sequences fit max_length for this tokenizer."""
-    train, sets, source = experiment_sets(build, preference_path, hub_dataset, test_fraction)
+                test_fraction: float = 0.25, tests: bool = True) -> tuple[list[Pair], list[PreferenceSet], str]:
+    """Training pairs and test sets (see experiment_sets), keeping only pairs whose sequences fit max_length for this
+    tokenizer."""
+    train, sets, source = experiment_sets(build, preference_path, hub_dataset, test_fraction, tests)
     tokenizer = AutoTokenizer.from_pretrained(backbone_folder(model))
     kept = keep_fitting(train, tokenizer, max_length)
     if not kept:

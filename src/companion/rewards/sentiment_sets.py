@@ -166,12 +166,22 @@ def shuffled_sources(test: bool, seed: int) -> dict[str, pd.DataFrame]:
     return {name: part.iloc[rng.permutation(len(part))] for name, part in frame.groupby("source")}
 
 
+def training_pairs(s: BuildSettings, gold: GoldLabeller, seen: set[str]) -> list[Pair]:
+    """The gold-labelled training pairs (built first, with their texts added to seen, so every test set keeps apart)."""
+    train_spec = SetSpec("training", "train", "imdb", "policy", "Training pairs.")
+    return build_set(train_spec, shuffled_sources(False, s.seed)["imdb"], s.n_train, s, gold, seen, s.seed)[0]
+
+
+def embedded_training(s: BuildSettings, gold_settings: GoldSettings | None = None) -> list[Pair]:
+    """The training pairs alone, as embedded_sets builds them, without drawing any test set (what training needs)."""
+    return training_pairs(s, gold_labeller(gold_settings or GoldSettings()), set())
+
+
 def embedded_sets(s: BuildSettings, gold_settings: GoldSettings | None = None) -> tuple[list[Pair], list[PreferenceSet]]:
     """Training pairs and the test sets named in s.sets, gold-labelled and disjoint in normalised text."""
     gold = gold_labeller(gold_settings or GoldSettings())
     seen: set[str] = set()
-    train_spec = SetSpec("training", "train", "imdb", "policy", "Training pairs.")
-    train, _ = build_set(train_spec, shuffled_sources(False, s.seed)["imdb"], s.n_train, s, gold, seen, s.seed)
+    train = training_pairs(s, gold, seen)
     sources = shuffled_sources(True, s.seed)
     sets = []
     for name in s.sets:
