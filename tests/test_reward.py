@@ -77,13 +77,49 @@ def test_implicit_reward_matches_direct_computation(lora_policy, tokenizer):
 
 def test_prompt_tokens_are_masked(lora_policy, tokenizer):
     prompt, response = tokenizer("the cat sat")["input_ids"], tokenizer(" on the mat")["input_ids"]
-    other_prompt = tokenizer("a dull film, I hated it and")["input_ids"]
-    batch = scoring.completion_batch([(prompt, response), (other_prompt, response), (prompt + response, [])], 0, 64)
-    assert batch["completion_mask"].sum(dim=1).tolist() == [len(response), len(response), 0]
-    values = scoring.response_logps(lora_policy, batch)
-    assert values[2] == 0.0  # only prompt tokens: nothing counted
+
+    def logps(prompt_ids, chosen, rejected, max_length=64):
+        tokens = [{"prompt_ids": prompt_ids, "chosen_ids": chosen, "rejected_ids": rejected}]
+        [(_, batch)] = scoring.shared_batches(tokens, 0, max_length, 4, "test")
+        return scoring.response_logps(lora_policy, batch)
+
+    values = logps(prompt, response, [])
+    assert values[1] == 0.0  # no response token: nothing counted
     assert values[0] == pytest.approx(direct_logp(lora_policy, prompt + response, len(prompt)), abs=1e-4)
     assert values[0] != pytest.approx(float(direct_logp(lora_policy, prompt + response, 1)), abs=1e-3)
+    # no prompt: the first token has no prefix and is not counted
+    assert logps([], prompt + response, response)[0] == pytest.approx(direct_logp(lora_policy, prompt + response, 1), abs=1e-4)
+    cut = len(prompt) + 2  # a sequence longer than max_length is cut, as the trainers cut it
+    assert logps(prompt, response, response, max_length=cut)[0] == pytest.approx(
+        direct_logp(lora_policy, (prompt + response)[:cut], len(prompt)), abs=1e-4)
+
+
+MIXED = [  # prompts of several token lengths, responses of several lengths, repeated prompts
+    {"prompt": "the cat", "chosen": " sat on the mat today", "rejected": " no"},
+    {"prompt": "a good film, I think", "chosen": " I loved it", "rejected": " I hated it a lot"},
+    {"prompt": "the cat", "chosen": " ran", "rejected": " slept all day long"},
+    {"prompt": "In the beginning God created", "chosen": " the earth.", "rejected": " chat"},
+    {"prompt": "le", "chosen": " chat est sur le tapis", "rejected": " sat"},
+]
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3_text"])
+def test_shared_prompt_scoring_equals_one_full_pass_per_sequence(arch, tokenizer):
+    """Both responses continue one prompt pass (cached keys and values): the numbers of a full pass per sequence."""
+    policy = get_peft_model(tiny_causal_lm(arch), LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False)).eval()
+    got = scoring.pair_logps(policy, tokenizer, MIXED, max_length=64, batch_size=2)
+    config = tiny_causal_lm(arch).config
+    config.num_labels, config.pad_token_id = 1, tokenizer.pad_token_id
+    classifier = AutoModelForSequenceClassification.from_config(config).eval()
+    rewards = scoring.explicit_rewards(classifier, tokenizer, MIXED, 64, batch_size=3)
+    for row, pair in enumerate(MIXED):
+        tokens = scoring.tokenize_pair(tokenizer, pair)
+        for col, key in enumerate(("chosen", "rejected")):
+            ids = tokens["prompt_ids"] + tokens[f"{key}_ids"]
+            assert got[row, col] == pytest.approx(direct_logp(policy, ids, len(tokens["prompt_ids"])), abs=1e-4)
+            with torch.no_grad():
+                alone = classifier(input_ids=torch.tensor([ids])).logits[0, 0]
+            assert rewards[row, col] == pytest.approx(float(alone), abs=1e-5)
 
 
 def test_dporm_accuracy_equals_trl_rewards_accuracies(tokenizer, tmp_path):

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from itertools import groupby
 
 import numpy as np
 import pandas as pd
@@ -26,7 +28,6 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from companion.core import threads
 from companion.core.cache import cache_key
-from companion.core.forward import length_batches
 from companion.rewards.preferences import Pair, PreferenceSet
 from companion.rewards.references import cached_arrays, library_versions
 from companion.rewards.training import RewardModels, pairs_fingerprint
@@ -42,7 +43,6 @@ def common_prefix_length(a: list[int], b: list[int]) -> int:
     return n
 
 
-
 def tokenize_pair(tokenizer: PreTrainedTokenizerBase, pair: Pair) -> dict[str, list[int]]:
     """Prompt, chosen and rejected ids split as TRL's DPOTrainer does (EOS appended, shared prompt prefix)."""
     eos = tokenizer.eos_token
@@ -52,28 +52,64 @@ def tokenize_pair(tokenizer: PreTrainedTokenizerBase, pair: Pair) -> dict[str, l
     return {"prompt_ids": prompt[:cut], **{f"{key}_ids": ids[cut:] for key, ids in full.items()}}
 
 
+@dataclass(frozen=True)
+class SharedBatch:
+    """Pairs whose prompts have one length: each prompt once (B, P), then both responses right-padded (2B, R) in the
+    order chosen, rejected of each pair, with 1 on their real tokens in mask."""
 
-def completion_batch(items: list[tuple[list[int], list[int]]], pad_id: int, max_length: int) -> dict[str, torch.Tensor]:
-    """Right-padded ids, attention mask and completion mask (1 on response tokens) of (prompt, response) items."""
-    seqs = [(p + c)[:max_length] for p, c in items]
-    masks = [([0] * len(p) + [1] * len(c))[:max_length] for p, c in items]
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(seqs), width), dtype=torch.long)
-    completion = torch.zeros((len(seqs), width), dtype=torch.long)
-    for row, (seq, mask) in enumerate(zip(seqs, masks)):
-        ids[row, : len(seq)] = torch.tensor(seq)
-        attention[row, : len(seq)] = 1
-        completion[row, : len(seq)] = torch.tensor(mask)
-    return {"input_ids": ids, "attention_mask": attention, "completion_mask": completion}
+    prompts: torch.Tensor
+    responses: torch.Tensor
+    mask: torch.Tensor
 
+
+def shared_batches(tokens: list[dict[str, list[int]]], pad_id: int, max_length: int, batch_size: int,
+                   desc: str) -> Iterator[tuple[np.ndarray, SharedBatch]]:
+    """Pair indices and their SharedBatch, at most batch_size pairs whose prompts have one length (so a prompt needs
+    no padding), responses of similar length together; each sequence cut to max_length tokens; a tqdm bar, and the
+    core share followed between batches."""
+    prompts = [t["prompt_ids"][:max_length] for t in tokens]
+    responses = [[t[f"{key}_ids"][:max_length - len(p)] for key in ("chosen", "rejected")] for t, p in zip(tokens, prompts)]
+    order = sorted(range(len(tokens)), key=lambda i: (len(prompts[i]), max(map(len, responses[i]))))
+    groups = [list(group) for _, group in groupby(order, key=lambda i: len(prompts[i]))]
+    chunks = [np.array(group[start:start + batch_size]) for group in groups for start in range(0, len(group), batch_size)]
+    for idx in tqdm(chunks, desc=desc, leave=False):
+        threads.follow()
+        both = [response for i in idx for response in responses[i]]
+        width = max(1, max(map(len, both)))
+        ids = torch.full((len(both), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(both), width), dtype=torch.long)
+        for row, response in enumerate(both):
+            ids[row, :len(response)], mask[row, :len(response)] = torch.tensor(response, dtype=torch.long), 1
+        yield idx, SharedBatch(torch.tensor([prompts[i] for i in idx], dtype=torch.long).reshape(len(idx), -1), ids, mask)
+
+
+def backbone(model: PreTrainedModel) -> PreTrainedModel:
+    """The transformer under a causal LM or a sequence classifier (LoRA layers included), without its head."""
+    base = model.get_base_model() if isinstance(model, PeftModel) else model
+    return getattr(base, base.base_model_prefix)
+
+
+def shared_states(model: PreTrainedModel, batch: SharedBatch) -> torch.Tensor:
+    """Last hidden states (2B, P + R, H) of prompt + response for both responses of each pair: the prompt runs once and
+    each response continues from its cached keys and values (the same numbers as two full passes, float rounding aside)."""
+    device = next(model.parameters()).device
+    body, (n_prompt, n_response) = backbone(model), (batch.prompts.shape[1], batch.responses.shape[1])
+    attention = torch.cat([torch.ones(batch.mask.shape[0], n_prompt, dtype=torch.long), batch.mask], 1).to(device)
+    if n_prompt == 0:
+        return body(input_ids=batch.responses.to(device), attention_mask=attention).last_hidden_state
+    first = body(input_ids=batch.prompts.to(device), use_cache=True)
+    cache = first.past_key_values
+    cache.batch_repeat_interleave(2)  # rows: chosen, rejected of each pair
+    positions = torch.arange(n_prompt, n_prompt + n_response, device=device).expand(batch.mask.shape[0], -1)
+    rest = body(input_ids=batch.responses.to(device), attention_mask=attention, position_ids=positions,
+                past_key_values=cache).last_hidden_state
+    return torch.cat([first.last_hidden_state.repeat_interleave(2, dim=0), rest], 1)
 
 
 def sequence_lengths(tokenizer: PreTrainedTokenizerBase, pairs: list[Pair]) -> np.ndarray:
     """(n, 2) token counts of prompt + chosen and prompt + rejected, as both trainers see them."""
     tokens = [tokenize_pair(tokenizer, pair) for pair in pairs]
     return np.array([[len(t["prompt_ids"]) + len(t[f"{key}_ids"]) for key in ("chosen", "rejected")] for t in tokens])
-
 
 
 def keep_fitting(pairs: list[Pair], tokenizer: PreTrainedTokenizerBase, max_length: int) -> list[Pair]:
@@ -84,47 +120,36 @@ def keep_fitting(pairs: list[Pair], tokenizer: PreTrainedTokenizerBase, max_leng
     return [pair for pair, ok in zip(pairs, fits) if ok]
 
 
-
 @torch.no_grad()
-def response_logps(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Sum of log p(token | prefix) over response tokens only (prompt and padding masked out).
+def response_logps(model: PreTrainedModel, batch: SharedBatch) -> torch.Tensor:
+    """(2B,) sums of log p(token | prefix) over each response's tokens (prompt and padding left out).
 
-    The LM head runs on the positions that predict a response token only (about half of a batch's positions here):
-    the same numbers as taking them from the full logits, with less work and memory.
+    The LM head runs on the positions that predict a response token only: the same numbers as taking them from the
+    full logits, with less work and memory. A response's first token is predicted from the prompt's last position
+    (with no prompt, it has no prefix and is not counted).
     """
-    device = next(model.parameters()).device
     base = model.get_base_model() if isinstance(model, PeftModel) else model
-    hidden = base.get_decoder()(input_ids=batch["input_ids"].to(device),
-                                attention_mask=batch["attention_mask"].to(device)).last_hidden_state
-    scored = batch["completion_mask"][:, 1:].bool().to(device)  # position t predicts token t + 1
-    logits = base.get_output_embeddings()(hidden[:, :-1][scored]).float()
-    targets = batch["input_ids"][:, 1:].to(device)[scored]
+    hidden, n_prompt = shared_states(model, batch), batch.prompts.shape[1]
+    device = hidden.device
+    start = max(n_prompt, 1)  # position t predicts token t + 1
+    full_mask = torch.cat([torch.zeros(batch.mask.shape[0], n_prompt, dtype=torch.long), batch.mask], 1).to(device)
+    full_ids = torch.cat([batch.prompts.repeat_interleave(2, dim=0), batch.responses], 1).to(device)
+    scored = full_mask[:, start:].bool()
+    logits = base.get_output_embeddings()(hidden[:, start - 1:-1][scored]).float()
+    targets = full_ids[:, start:][scored]
     token_logps = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
     rows = torch.arange(scored.shape[0], device=device).unsqueeze(1).expand_as(scored)[scored]
     return torch.zeros(scored.shape[0], device=device).index_add(0, rows, token_logps).cpu()
-
-
-
-def _batches(lengths: list[int], batch_size: int, desc: str) -> Iterator[np.ndarray]:
-    """Indices in batches of similar length (less padding), with a tqdm progress bar and the core share followed."""
-    for batch in tqdm(length_batches(lengths, batch_size), desc=desc, leave=False):
-        threads.follow()
-        yield batch
-
 
 
 def pair_logps(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs: list[Pair], max_length: int,
                batch_size: int = 16, desc: str = "log-probs") -> np.ndarray:
     """(n, 2) array of summed response log-probs for (chosen, rejected) of each pair."""
     tokens = [tokenize_pair(tokenizer, pair) for pair in pairs]
-    lengths = [len(t["prompt_ids"]) + max(len(t["chosen_ids"]), len(t["rejected_ids"])) for t in tokens]
     out = np.zeros((len(pairs), 2))
-    for idx in _batches(lengths, batch_size, desc):
-        items = [(tokens[i]["prompt_ids"], tokens[i][f"{key}_ids"]) for key in ("chosen", "rejected") for i in idx]
-        values = response_logps(model, completion_batch(items, tokenizer.pad_token_id, max_length)).numpy()
-        out[idx] = values.reshape(2, -1).T
+    for idx, batch in shared_batches(tokens, tokenizer.pad_token_id, max_length, batch_size, desc):
+        out[idx] = response_logps(model, batch).numpy().reshape(-1, 2)
     return out
-
 
 
 def reference_logps(policy: PeftModel, tokenizer: PreTrainedTokenizerBase, pairs: list[Pair], max_length: int,
@@ -132,7 +157,6 @@ def reference_logps(policy: PeftModel, tokenizer: PreTrainedTokenizerBase, pairs
     """Reference log-probs: the LoRA policy with its adapters disabled."""
     with policy.disable_adapter():
         return pair_logps(policy, tokenizer, pairs, max_length, batch_size, desc="reference log-probs")
-
 
 
 def cached_reference_logps(models: RewardModels, pairs: list[Pair], max_length: int, batch_size: int = 16) -> np.ndarray:
@@ -149,7 +173,6 @@ def cached_reference_logps(models: RewardModels, pairs: list[Pair], max_length: 
         return {"logps": reference_logps(models.policy, models.tokenizer, pairs, max_length, batch_size)}
 
     return cached_arrays(models.reference / f"scores-{key}.safetensors", ("logps",), len(pairs), compute)["logps"]
-
 
 
 def folded(model: PeftModel) -> PreTrainedModel:
@@ -181,28 +204,26 @@ def implicit_rewards(policy_logps: np.ndarray, ref_logps: np.ndarray, beta: floa
     return beta * (policy_logps - ref_logps)
 
 
-
 @torch.no_grad()
 def explicit_rewards(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs: list[Pair], max_length: int,
                      batch_size: int = 16) -> np.ndarray:
-    """EXRM: (n, 2) scalar head outputs on prompt + response + EOS, tokenised as RewardTrainer does."""
-    device = next(model.parameters()).device
-    texts = [[tokenizer(pair["prompt"] + pair[key] + tokenizer.eos_token)["input_ids"] for key in ("chosen", "rejected")]
-             for pair in pairs]
+    """EXRM: (n, 2) scalar head outputs on prompt + response + EOS, tokenised as RewardTrainer does, read where the
+    sequence classifier reads them (its rightmost token that is not padding)."""
+    base = model.get_base_model() if isinstance(model, PeftModel) else model
     out = np.zeros((len(pairs), 2))
-    for idx in _batches([max(len(ids) for ids in both) for both in texts], batch_size, "explicit rewards"):
-        items = [([], texts[i][side]) for side in (0, 1) for i in idx]
-        batch = completion_batch(items, tokenizer.pad_token_id, max_length)
-        scores = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
-        out[idx] = scores.logits[:, 0].float().cpu().numpy().reshape(2, -1).T
+    tokens = [tokenize_pair(tokenizer, pair) for pair in pairs]  # prompt + response + EOS, split at the shared prefix
+    for idx, batch in shared_batches(tokens, tokenizer.pad_token_id, max_length, batch_size, "explicit rewards"):
+        hidden = shared_states(model, batch)
+        ids = torch.cat([batch.prompts.repeat_interleave(2, dim=0), batch.responses], 1)
+        last = (torch.arange(ids.shape[1]) * (ids != tokenizer.pad_token_id)).argmax(-1)
+        pooled = hidden[torch.arange(ids.shape[0]), last.to(hidden.device)]
+        out[idx] = base.score(pooled)[:, 0].float().cpu().numpy().reshape(-1, 2)
     return out
-
 
 
 def correct(rewards: np.ndarray) -> np.ndarray:
     """1.0 where the chosen response scores strictly above the rejected one, else 0.0."""
     return (rewards[:, 0] > rewards[:, 1]).astype(np.float64)
-
 
 
 def score_models(models: RewardModels, pairs: list[Pair], ref: np.ndarray, beta: float, max_length: int,
