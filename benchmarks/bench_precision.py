@@ -17,7 +17,7 @@ from companion.core.corpora import parallel_corpus
 from companion.core.models import load_causal_lm
 from companion.core.precision import PRECISIONS, autocast
 from companion.rewards.preferences import Pair
-from companion.rewards.scoring import correct, reference_logps, score_models
+from companion.rewards.scoring import correct, implicit_rewards, model_scores, reference_logps
 from companion.rewards.sft import SFTSettings, sft_backbone
 from companion.rewards.training import RewardModels, TrainSettings, trained_models
 from companion.steering.embeddings import sentence_embeddings
@@ -26,9 +26,11 @@ from companion.steering.recording import record_activations, stacked
 
 
 def rewards(models: RewardModels, pairs: list[Pair], s: TrainSettings) -> dict[str, np.ndarray]:
-    """Both models' rewards on the pairs (in float32, as the book scores, unless an autocast is active)."""
-    return score_models(models, pairs, reference_logps(models.policy, models.tokenizer, pairs, s.max_length, 32), s.beta,
-                        s.max_length, 32)
+    """Both models' rewards on the pairs as the book computes them (in float32 unless an autocast is active), every
+    pass computed: not read from the book's score caches, so a timed pass is a pass."""
+    ref = reference_logps(models.policy, models.tokenizer, pairs, s.max_length, 32)
+    return {"dporm": implicit_rewards(model_scores(models, "dpo", pairs, s.max_length, 32), ref, s.beta),
+            "exrm": model_scores(models, "rm", pairs, s.max_length, 32)}
 
 
 def same_ranking(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, float]:

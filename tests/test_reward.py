@@ -103,12 +103,23 @@ MIXED = [  # prompts of several token lengths, responses of several lengths, rep
 ]
 
 
+# Gemma 3 with a sliding-window layer beside a full one, a window shorter than the prompts (its cache is cut back)
+SHAPES = {"llama": {}, "gemma3_text": {"layer_types": ["sliding_attention", "full_attention", "sliding_attention"],
+                                       "sliding_window": 4}}
+
+
+@pytest.mark.parametrize("pad", ["own pad token", "pad is EOS"])  # the embedded models pad with EOS
 @pytest.mark.parametrize("arch", ["llama", "gemma3_text"])
-def test_shared_prompt_scoring_equals_one_full_pass_per_sequence(arch, tokenizer):
+def test_shared_prompt_scoring_equals_one_full_pass_per_sequence(arch, pad):
     """Both responses continue one prompt pass (cached keys and values): the numbers of a full pass per sequence."""
-    policy = get_peft_model(tiny_causal_lm(arch), LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False)).eval()
+    tokenizer = tiny_tokenizer()
+    if pad == "pad is EOS":
+        tokenizer.pad_token = tokenizer.eos_token
+    assert max(len(scoring.tokenize_pair(tokenizer, pair)["prompt_ids"]) for pair in MIXED) > 4  # past the window
+    lm = tiny_causal_lm(arch, **SHAPES[arch])
+    policy = get_peft_model(lm, LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False)).eval()
     got = scoring.pair_logps(policy, tokenizer, MIXED, max_length=64, batch_size=2)
-    config = tiny_causal_lm(arch).config
+    config = tiny_causal_lm(arch, **SHAPES[arch]).config
     config.num_labels, config.pad_token_id = 1, tokenizer.pad_token_id
     classifier = AutoModelForSequenceClassification.from_config(config).eval()
     rewards = scoring.explicit_rewards(classifier, tokenizer, MIXED, 64, batch_size=3)

@@ -36,9 +36,10 @@ def tiny_tokenizer(vocab_size: int = 300) -> PreTrainedTokenizerFast:
                                    bos_token="<bos>", eos_token="<eos>")
 
 
-def tiny_causal_lm(arch: str = "llama", vocab_size: int = 300, seed: int = 0) -> PreTrainedModel:
-    """A randomly initialised causal LM of the given architecture, small enough for unit tests."""
+def tiny_causal_lm(arch: str = "llama", vocab_size: int = 300, seed: int = 0, **overrides) -> PreTrainedModel:
+    """A randomly initialised causal LM of the given architecture (config entries overridden as given), small enough
+    for unit tests."""
     torch.manual_seed(seed)
     config = AutoConfig.for_model(arch, vocab_size=vocab_size, pad_token_id=0, bos_token_id=2, eos_token_id=3,
-                                  **ARCHITECTURES[arch])
+                                  **{**ARCHITECTURES[arch], **overrides})
     return AutoModelForCausalLM.from_config(config).eval()

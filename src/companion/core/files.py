@@ -52,9 +52,11 @@ def staged_folder(folder: str | Path) -> Iterator[Path]:
 
 @contextmanager
 def computing(path: str | Path) -> Iterator[None]:
-    """Hold an exclusive lock beside a cache entry (path + '.lock') while it is read or computed: a second process
-    that needs the same entry waits for the first to write it, then reads it, instead of computing it again."""
-    lock = Path(f"{path}.lock")
+    """Hold an exclusive lock on a cache entry while it is read or computed: a second process on this machine that needs
+    the same entry waits for the first to write it, then reads it, instead of computing it again. The lock files live
+    in the temp folder (named by a hash of the entry's path), so cache folders hold entries only."""
+    name = hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:32]
+    lock = Path(tempfile.gettempdir()) / "companion-locks" / f"{name}.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
     with open(lock, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)

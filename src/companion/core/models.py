@@ -16,7 +16,7 @@ from transformers.utils import logging as hf_logging
 
 from companion.core.cache import cache_root
 from companion.core.errors import UserError
-from companion.core.files import sha256_file, staged_folder
+from companion.core.files import computing, sha256_file, staged_folder
 
 MARKER = "companion-complete.json"
 
@@ -134,8 +134,9 @@ def embedded_cache_dir(name: str) -> Path:
     """The safetensors folder of an embedded model, built (or rebuilt when corrupt) on first use."""
     spec = EMBEDDED[name]
     folder = cache_root() / "models" / f"{name}-{spec.sha256[:12]}"
-    if not _is_complete(folder, spec):
-        _build_cache(spec, folder)
+    with computing(folder):  # notebooks started together convert it once (a rebuild never replaces it under a reader)
+        if not _is_complete(folder, spec):
+            _build_cache(spec, folder)
     return folder
 
 

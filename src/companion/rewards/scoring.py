@@ -1,21 +1,23 @@
 """Score preference pairs with both reward models.
 
 DPORM: r(x, y) = beta * (log pi(y|x) - log pi_ref(y|x)), summed over the response tokens only. EXRM: the scalar
-head's output on prompt + response + EOS. A pair is ranked correctly when the chosen response scores higher.
+head's output on prompt + response + EOS, at the token the sequence classifier reads. A pair is ranked correctly when
+the chosen response scores higher.
 
 Scoring runs in float32 whatever the training precision: in bfloat16 a DPORM reward, a small difference of two large
 log-probs, changed the ranking of 5.5% of pairs against 0.4% for EXRM (benchmarks/bench_precision.py), noise that would
 pull DPORM's accuracy toward chance and tilt the comparison.
 
-Both models score with their LoRA adapters folded into a copy of the weights (`folded`): the same function up to float32
-rounding, about a fifth faster on a CPU than running the adapters beside the frozen weights. Each model's scores of a
+On a CPU both models score with their LoRA adapters folded into a copy of the weights (`folded`): the same function up
+to float32 rounding, about a fifth faster than running the adapters beside the frozen weights. Each prompt runs once
+and both responses continue from its cached keys and values (`shared_states`). Each model's scores of a
 set of pairs are cached in its own cache folder, so a set scored by one notebook (the fit check, the validation pairs
 of the learning-rate search) is read back by the next."""
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import groupby
 
@@ -96,7 +98,7 @@ def shared_states(model: PreTrainedModel, batch: SharedBatch) -> torch.Tensor:
     body, (n_prompt, n_response) = backbone(model), (batch.prompts.shape[1], batch.responses.shape[1])
     attention = torch.cat([torch.ones(batch.mask.shape[0], n_prompt, dtype=torch.long), batch.mask], 1).to(device)
     if n_prompt == 0:
-        return body(input_ids=batch.responses.to(device), attention_mask=attention).last_hidden_state
+        return body(input_ids=batch.responses.to(device), attention_mask=attention, use_cache=False).last_hidden_state
     first = body(input_ids=batch.prompts.to(device), use_cache=True)
     cache = first.past_key_values
     cache.batch_repeat_interleave(2)  # rows: chosen, rejected of each pair
@@ -159,14 +161,25 @@ def reference_logps(policy: PeftModel, tokenizer: PreTrainedTokenizerBase, pairs
         return pair_logps(policy, tokenizer, pairs, max_length, batch_size, desc="reference log-probs")
 
 
+METHOD = "prompt once, responses from its cached keys and values"  # how scores are computed, in every cache key
+
+
+def scores_key(kind: str, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs: list[Pair],
+               max_length: int, batch_size: int) -> str:
+    """Cache key of one model's scores of the pairs: the pairs, length, batching and padding, the model's precision and
+    device, the scoring method and the library versions (the model itself is named by the folder holding the entry)."""
+    weights = next(model.parameters())
+    return cache_key(kind=kind, pairs=pairs_fingerprint(pairs), max_length=max_length, batch_size=batch_size,
+                     pad=tokenizer.pad_token_id, dtype=str(weights.dtype), device=str(weights.device),
+                     autocast=torch.is_autocast_enabled(weights.device.type),
+                     autocast_dtype=str(torch.get_autocast_dtype(weights.device.type)), method=METHOD,
+                     adapters="folded on a CPU", versions=library_versions())
+
+
 def cached_reference_logps(models: RewardModels, pairs: list[Pair], max_length: int, batch_size: int = 16) -> np.ndarray:
     """reference_logps of the models' policy, stored in its reference's cache folder: computed once for these pairs,
     length and batching, whichever seed, run or notebook asks."""
-    weights = next(models.policy.parameters())
-    key = cache_key(kind="scores", pairs=pairs_fingerprint(pairs), max_length=max_length, batch_size=batch_size,
-                    pad=models.tokenizer.pad_token_id, dtype=str(weights.dtype), device=str(weights.device),
-                    autocast=torch.is_autocast_enabled(weights.device.type),
-                    versions=library_versions())
+    key = scores_key("scores", models.policy, models.tokenizer, pairs, max_length, batch_size)
 
     def compute() -> dict[str, np.ndarray]:
         """The reference log-probs of the pairs, computed."""
@@ -181,22 +194,32 @@ def folded(model: PeftModel) -> PreTrainedModel:
 
 
 def folded_model(models: RewardModels, kind: str) -> PreTrainedModel:
-    """The policy ("dpo") or the reward model ("rm") with its adapter folded in, made once per RewardModels."""
+    """The policy ("dpo") or the reward model ("rm") to score with: on a CPU a copy with its adapter folded in, made
+    once per RewardModels; elsewhere the model itself (a GPU runs the adapters at little cost, and a copy of a large
+    model spread over devices would double its memory)."""
+    model = models.policy if kind == "dpo" else models.rm
+    if next(model.parameters()).device.type != "cpu":
+        return model
     if kind not in models.folded:
-        models.folded[kind] = folded(models.policy if kind == "dpo" else models.rm)
+        models.folded[kind] = folded(model)
     return models.folded[kind]
 
 
-def cached_model_scores(models: RewardModels, kind: str, pairs: list[Pair], max_length: int, batch_size: int,
-                        compute: Callable[[PreTrainedModel], np.ndarray]) -> np.ndarray:
-    """One model's (n, 2) scores of the pairs, from its cache folder or computed by `compute` on its folded copy."""
-    weights = next(models.policy.parameters())
-    key = cache_key(kind=f"{kind}-scores", pairs=pairs_fingerprint(pairs), max_length=max_length, batch_size=batch_size,
-                    pad=models.tokenizer.pad_token_id, dtype=str(weights.dtype), device=str(weights.device),
-                    autocast=torch.is_autocast_enabled(weights.device.type), adapters="folded",
-                    versions=library_versions())
-    path = models.folders[kind] / f"scores-{key}.safetensors"
-    return cached_arrays(path, ("scores",), len(pairs), lambda: {"scores": compute(folded_model(models, kind))})["scores"]
+def model_scores(models: RewardModels, kind: str, pairs: list[Pair], max_length: int, batch_size: int) -> np.ndarray:
+    """One model's (n, 2) scores of the pairs, computed: the policy's summed response log-probs ("dpo") or EXRM's
+    rewards ("rm")."""
+    model = folded_model(models, kind)
+    if kind == "dpo":
+        return pair_logps(model, models.tokenizer, pairs, max_length, batch_size, desc="policy log-probs")
+    return explicit_rewards(model, models.tokenizer, pairs, max_length, batch_size)
+
+
+def cached_model_scores(models: RewardModels, kind: str, pairs: list[Pair], max_length: int, batch_size: int) -> np.ndarray:
+    """model_scores, stored in that model's cache folder: computed once, whichever notebook asks."""
+    key = scores_key(f"{kind}-scores", models.policy if kind == "dpo" else models.rm, models.tokenizer, pairs,
+                     max_length, batch_size)
+    return cached_arrays(models.folders[kind] / f"scores-{key}.safetensors", ("scores",), len(pairs),
+                         lambda: {"scores": model_scores(models, kind, pairs, max_length, batch_size)})["scores"]
 
 
 def implicit_rewards(policy_logps: np.ndarray, ref_logps: np.ndarray, beta: float) -> np.ndarray:
@@ -208,14 +231,15 @@ def implicit_rewards(policy_logps: np.ndarray, ref_logps: np.ndarray, beta: floa
 def explicit_rewards(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs: list[Pair], max_length: int,
                      batch_size: int = 16) -> np.ndarray:
     """EXRM: (n, 2) scalar head outputs on prompt + response + EOS, tokenised as RewardTrainer does, read where the
-    sequence classifier reads them (its rightmost token that is not padding)."""
+    sequence classifier reads them: its rightmost token that is not its pad token (where pad and EOS are one token,
+    as for the embedded models, that is the response's last token, as in training)."""
     base = model.get_base_model() if isinstance(model, PeftModel) else model
     out = np.zeros((len(pairs), 2))
     tokens = [tokenize_pair(tokenizer, pair) for pair in pairs]  # prompt + response + EOS, split at the shared prefix
     for idx, batch in shared_batches(tokens, tokenizer.pad_token_id, max_length, batch_size, "explicit rewards"):
         hidden = shared_states(model, batch)
         ids = torch.cat([batch.prompts.repeat_interleave(2, dim=0), batch.responses], 1)
-        last = (torch.arange(ids.shape[1]) * (ids != tokenizer.pad_token_id)).argmax(-1)
+        last = (torch.arange(ids.shape[1]) * (ids != base.config.get_text_config().pad_token_id)).argmax(-1)
         pooled = hidden[torch.arange(ids.shape[0]), last.to(hidden.device)]
         out[idx] = base.score(pooled)[:, 0].float().cpu().numpy().reshape(-1, 2)
     return out
@@ -230,13 +254,8 @@ def score_models(models: RewardModels, pairs: list[Pair], ref: np.ndarray, beta:
                  batch_size: int = 16) -> dict[str, np.ndarray]:
     """Per-pair rewards of DPORM (given the reference log-probs) and EXRM on one set of pairs (each model's scores
     cached in its folder)."""
-    tokenizer = models.tokenizer
-    policy = cached_model_scores(models, "dpo", pairs, max_length, batch_size, lambda model: pair_logps(
-        model, tokenizer, pairs, max_length, batch_size, desc="policy log-probs"))
-    exrm = cached_model_scores(models, "rm", pairs, max_length, batch_size, lambda model: explicit_rewards(
-        model, tokenizer, pairs, max_length, batch_size))
-    return {"dporm": implicit_rewards(policy, ref, beta), "exrm": exrm}
-
+    return {"dporm": implicit_rewards(cached_model_scores(models, "dpo", pairs, max_length, batch_size), ref, beta),
+            "exrm": cached_model_scores(models, "rm", pairs, max_length, batch_size)}
 
 def lengths_frame(tokenizer: PreTrainedTokenizerBase, sets: list[PreferenceSet]) -> pd.DataFrame:
     """Long table (set, response, tokens) of prompt + response token counts for every pair of every set."""
