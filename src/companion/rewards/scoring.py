@@ -82,7 +82,7 @@ def shared_batches(tokens: list[dict[str, list[int]]], pad_id: int, max_length: 
         mask = torch.zeros((len(both), width), dtype=torch.long)
         for row, response in enumerate(both):
             ids[row, :len(response)], mask[row, :len(response)] = torch.tensor(response, dtype=torch.long), 1
-        yield idx, SharedBatch(torch.tensor([prompts[i] for i in idx], dtype=torch.long).reshape(len(idx), -1), ids, mask)
+        yield idx, SharedBatch(torch.tensor([prompts[i] for i in idx], dtype=torch.long), ids, mask)
 
 
 def backbone(model: PreTrainedModel) -> PreTrainedModel:
@@ -193,11 +193,16 @@ def folded(model: PeftModel) -> PreTrainedModel:
     return copy.deepcopy(model).merge_and_unload().eval()
 
 
+def trained_model(models: RewardModels, kind: str) -> PeftModel:
+    """The policy ("dpo") or the reward model ("rm"), adapters and all."""
+    return models.policy if kind == "dpo" else models.rm
+
+
 def folded_model(models: RewardModels, kind: str) -> PreTrainedModel:
     """The policy ("dpo") or the reward model ("rm") to score with: on a CPU a copy with its adapter folded in, made
     once per RewardModels; elsewhere the model itself (a GPU runs the adapters at little cost, and a copy of a large
     model spread over devices would double its memory)."""
-    model = models.policy if kind == "dpo" else models.rm
+    model = trained_model(models, kind)
     if next(model.parameters()).device.type != "cpu":
         return model
     if kind not in models.folded:
@@ -216,8 +221,7 @@ def model_scores(models: RewardModels, kind: str, pairs: list[Pair], max_length:
 
 def cached_model_scores(models: RewardModels, kind: str, pairs: list[Pair], max_length: int, batch_size: int) -> np.ndarray:
     """model_scores, stored in that model's cache folder: computed once, whichever notebook asks."""
-    key = scores_key(f"{kind}-scores", models.policy if kind == "dpo" else models.rm, models.tokenizer, pairs,
-                     max_length, batch_size)
+    key = scores_key(f"{kind}-scores", trained_model(models, kind), models.tokenizer, pairs, max_length, batch_size)
     return cached_arrays(models.folders[kind] / f"scores-{key}.safetensors", ("scores",), len(pairs),
                          lambda: {"scores": model_scores(models, kind, pairs, max_length, batch_size)})["scores"]
 
