@@ -63,6 +63,10 @@ class SharedBatch:
     responses: torch.Tensor
     mask: torch.Tensor
 
+    def full_ids(self) -> torch.Tensor:
+        """(2B, P + R) ids of each prompt followed by each of its responses."""
+        return torch.cat([self.prompts.repeat_interleave(2, dim=0), self.responses], 1)
+
 
 def shared_batches(tokens: list[dict[str, list[int]]], pad_id: int, max_length: int, batch_size: int,
                    desc: str) -> Iterator[tuple[np.ndarray, SharedBatch]]:
@@ -85,9 +89,14 @@ def shared_batches(tokens: list[dict[str, list[int]]], pad_id: int, max_length: 
         yield idx, SharedBatch(torch.tensor([prompts[i] for i in idx], dtype=torch.long), ids, mask)
 
 
+def unwrapped(model: PreTrainedModel) -> PreTrainedModel:
+    """The transformers model under a PEFT wrapper (its LoRA layers stay in place), or the model itself."""
+    return model.get_base_model() if isinstance(model, PeftModel) else model
+
+
 def backbone(model: PreTrainedModel) -> PreTrainedModel:
     """The transformer under a causal LM or a sequence classifier (LoRA layers included), without its head."""
-    base = model.get_base_model() if isinstance(model, PeftModel) else model
+    base = unwrapped(model)
     return getattr(base, base.base_model_prefix)
 
 
@@ -130,14 +139,13 @@ def response_logps(model: PreTrainedModel, batch: SharedBatch) -> torch.Tensor:
     full logits, with less work and memory. A response's first token is predicted from the prompt's last position
     (with no prompt, it has no prefix and is not counted).
     """
-    base = model.get_base_model() if isinstance(model, PeftModel) else model
     hidden, n_prompt = shared_states(model, batch), batch.prompts.shape[1]
     device = hidden.device
     start = max(n_prompt, 1)  # position t predicts token t + 1
     full_mask = torch.cat([torch.zeros(batch.mask.shape[0], n_prompt, dtype=torch.long), batch.mask], 1).to(device)
-    full_ids = torch.cat([batch.prompts.repeat_interleave(2, dim=0), batch.responses], 1).to(device)
+    full_ids = batch.full_ids().to(device)
     scored = full_mask[:, start:].bool()
-    logits = base.get_output_embeddings()(hidden[:, start - 1:-1][scored]).float()
+    logits = unwrapped(model).get_output_embeddings()(hidden[:, start - 1:-1][scored]).float()
     targets = full_ids[:, start:][scored]
     token_logps = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
     rows = torch.arange(scored.shape[0], device=device).unsqueeze(1).expand_as(scored)[scored]
@@ -237,12 +245,12 @@ def explicit_rewards(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
     """EXRM: (n, 2) scalar head outputs on prompt + response + EOS, tokenised as RewardTrainer does, read where the
     sequence classifier reads them: its rightmost token that is not its pad token (where pad and EOS are one token,
     as for the embedded models, that is the response's last token, as in training)."""
-    base = model.get_base_model() if isinstance(model, PeftModel) else model
+    base = unwrapped(model)
     out = np.zeros((len(pairs), 2))
     tokens = [tokenize_pair(tokenizer, pair) for pair in pairs]  # prompt + response + EOS, split at the shared prefix
     for idx, batch in shared_batches(tokens, tokenizer.pad_token_id, max_length, batch_size, "explicit rewards"):
         hidden = shared_states(model, batch)
-        ids = torch.cat([batch.prompts.repeat_interleave(2, dim=0), batch.responses], 1)
+        ids = batch.full_ids()
         last = (torch.arange(ids.shape[1]) * (ids != base.config.get_text_config().pad_token_id)).argmax(-1)
         pooled = hidden[torch.arange(ids.shape[0]), last.to(hidden.device)]
         out[idx] = base.score(pooled)[:, 0].float().cpu().numpy().reshape(-1, 2)
