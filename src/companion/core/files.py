@@ -7,9 +7,12 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def sha256_file(path: str | Path) -> str:
@@ -64,3 +67,16 @@ def computing(path: str | Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def cached_entry(path: Path, load: Callable[[], T | None], compute: Callable[[], T], save: Callable[[T, Path], None]) -> T:
+    """The cache entry at path, under its lock: load() when it is there and whole (load returns None for a missing,
+    unreadable or wrong entry), else compute() and save(value, temporary path), renamed onto path in one step."""
+    with computing(path):
+        found = load()
+        if found is not None:
+            return found
+        value = compute()
+        with staged_file(path) as tmp:
+            save(value, tmp)
+        return value

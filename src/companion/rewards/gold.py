@@ -19,7 +19,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 
 from companion.core.cache import cache_key, cache_root
-from companion.core.files import computing, staged_file
+from companion.core.files import cached_entry
 from companion.rewards.preferences import pool, reviews
 
 
@@ -72,14 +72,14 @@ def gold_labeller(s: GoldSettings | None = None) -> GoldLabeller:
     """The gold labeller for these settings: loaded from the cache, or fitted and cached first."""
     s = s or GoldSettings()
     path = cache_root() / "paper-b-gold" / f"{gold_key(s)}.pkl"
-    with computing(path):  # notebooks started together fit it once
-        if path.exists():
-            try:
-                with open(path, "rb") as handle:
-                    return pickle.load(handle)
-            except (OSError, EOFError, pickle.UnpicklingError, AttributeError):
-                path.unlink(missing_ok=True)  # corrupt entry: refit below
-        labeller = _fit(s)
-        with staged_file(path) as tmp:
-            tmp.write_bytes(pickle.dumps(labeller))
-        return labeller
+
+    def load() -> GoldLabeller | None:
+        """The cached labeller, or None when missing or corrupt (then refitted)."""
+        try:
+            with open(path, "rb") as handle:
+                return pickle.load(handle)
+        except (OSError, EOFError, pickle.UnpicklingError, AttributeError):
+            return None
+
+    # notebooks started together fit it once
+    return cached_entry(path, load, lambda: _fit(s), lambda labeller, tmp: tmp.write_bytes(pickle.dumps(labeller)))

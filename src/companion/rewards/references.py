@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 from trl import DPOTrainer
 
 from companion.core.cache import cache_key
-from companion.core.files import staged_file
+from companion.core.files import cached_entry, staged_file
 
 REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
 TOKEN_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")
@@ -60,11 +60,7 @@ def write_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
 def cached_arrays(path: Path, names: tuple[str, ...], rows: int,
                   compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """The named arrays stored at path, or computed and written there atomically when missing or corrupt."""
-    arrays = read_arrays(path, names, rows)
-    if arrays is None:
-        arrays = compute()
-        write_arrays(path, arrays)
-    return arrays
+    return cached_entry(path, lambda: read_arrays(path, names, rows), compute, lambda arrays, tmp: save_file(arrays, str(tmp)))
 
 
 def token_fingerprint(dataset: Dataset) -> str:

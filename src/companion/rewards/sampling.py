@@ -14,7 +14,7 @@ from tqdm import tqdm
 from companion.core import threads
 from companion.core.cache import cache_key, cache_root
 from companion.core.decoding import sample, sampling_processors
-from companion.core.files import computing, staged_file
+from companion.core.files import cached_entry
 from companion.core.models import load_causal_lm, model_identity
 from companion.core.precision import autocast
 
@@ -69,15 +69,15 @@ def samples_key(s: SampleSettings, prompts: list[str]) -> str:
 def sample_continuations(s: SampleSettings, prompts: list[str]) -> list[list[str]]:
     """s.per_prompt sampled continuations of each prompt: read from the cache, or generated and cached first."""
     path = cache_root() / "paper-b-samples" / f"{samples_key(s, prompts)}.json"
-    with computing(path):  # a notebook started beside this one waits for these samples rather than drawing them too
-        if path.exists():
-            try:
-                cached = json.loads(path.read_text())
-                if len(cached) == len(prompts):
-                    return cached
-            except (OSError, ValueError):
-                pass  # corrupt entry: regenerate below
-        samples = _generate(s, prompts) if prompts else []
-        with staged_file(path) as tmp:
-            tmp.write_text(json.dumps(samples))
-        return samples
+
+    def load() -> list[list[str]] | None:
+        """The cached samples, or None when missing, corrupt or of another length."""
+        try:
+            cached = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        return cached if len(cached) == len(prompts) else None
+
+    # a notebook started beside this one waits for these samples rather than drawing them too
+    return cached_entry(path, load, lambda: _generate(s, prompts) if prompts else [],
+                        lambda samples, tmp: tmp.write_text(json.dumps(samples)))
