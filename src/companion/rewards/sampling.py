@@ -29,7 +29,8 @@ class SampleSettings:
     temperature: float = 1.0
     top_p: float = 0.95
     seed: int = 0
-    batch_size: int = 32
+    batch_size: int = 128  # rows sampled at once: on a CPU 1.5x (SmolLM2-135M) to 1.6x (Gemma 3 270M) the tokens per
+                           # second of 32 rows (decoding steps are bound by reading the weights, not by arithmetic)
     precision: str = "float32"  # or "bfloat16" (companion.core.precision)
 
 
