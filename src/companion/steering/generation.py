@@ -51,11 +51,15 @@ def perplexity(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, sente
     """
 
     def per_batch(batch: dict[str, torch.Tensor], output: object) -> torch.Tensor:
-        logits = output.logits[:, :-1].float()
         mask = batch["attention_mask"].bool()
-        targets, keep = batch["input_ids"][:, 1:], mask[:, 1:] & mask[:, :-1]  # real tokens predicted from real ones
-        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
-        return torch.stack([torch.where(keep, nll, 0.0).sum(1), keep.sum(1).float()], 1)
+        keep = mask[:, 1:] & mask[:, :-1]  # real tokens predicted from real ones
+        # the kept rows only, as one (tokens, vocabulary) matrix: half the time of the loss over the padded
+        # (batch, vocabulary, tokens) layout, whose vocabulary axis is not contiguous
+        nll = torch.nn.functional.cross_entropy(output.logits[:, :-1][keep].float(), batch["input_ids"][:, 1:][keep],
+                                                reduction="none")
+        rows = torch.arange(keep.shape[0], device=keep.device).unsqueeze(1).expand_as(keep)[keep]
+        sums = torch.zeros(keep.shape[0], device=keep.device).index_add(0, rows, nll)
+        return torch.stack([sums, keep.sum(1).float()], 1)
 
     sums = forward_batches(model, tokenizer, sentences, per_batch, batch_size, max_tokens, "perplexity")
     return float(np.exp(sums[:, 0].sum() / sums[:, 1].sum()))
