@@ -12,7 +12,7 @@ import pytest
 from toy_project import notebook, toy_project
 
 from companion.core.errors import UserError
-from companion.publish import cli, sweep, sweep_page
+from companion.publish import cli, profiles, schedule, sweep, sweep_page
 from companion.publish.book import write_generated_pages
 from companion.publish.runner import run
 
@@ -92,6 +92,9 @@ def test_after_orders_runs_and_failed_prerequisite_stops_dependents(tmp_path: Pa
     ("resources:\n  all: {gpu: 1}\n", "unknown key 'gpu'"),
     ("resources:\n  alpha: {cpus: -1}\n", "non-negative number"),
     ("resources:\n  alpah: {cpus: 1}\n", "notebook 'alpah', which does not exist"),
+    ("minutes:\n  alpah: 3\n", "minutes: notebook 'alpah' does not exist"),
+    ("minutes:\n  alpha: soon\n", "minutes.alpha must be a non-negative number"),
+    ("minutes: 3\n", "'minutes' must be a mapping"),
 ])
 def test_profile_order_and_resources_errors(tmp_path: Path, profile: str, message: str) -> None:
     with pytest.raises(UserError, match=message):
@@ -182,3 +185,31 @@ def test_sweep_page_builds_with_warnings_as_errors(tmp_path: Path) -> None:
     built = subprocess.run([str(jupyter_book), "build", str(book), "-W", "--keep-going"], capture_output=True, text=True)
     assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
     assert "6 [5, 7]" in (book / "_build" / "html" / "sweeps.html").read_text()
+
+
+def _task(name: str) -> sweep.Task:
+    """A bare task for the scheduler (no notebook file needed)."""
+    return sweep.Task(profiles.Notebook(path=Path(f"{name}.ipynb"), name=name, defaults={}, annotations={}), {}, {}, name)
+
+
+def test_longest_chain_starts_first() -> None:
+    # a short notebook first by name, a long chain (b then c) and a long single notebook (d)
+    tasks = [_task(name) for name in ("a", "b", "c", "d")]
+    after = {"c": ["b"]}
+    order = [t.output for t in schedule.longest_chain_first(tasks, after, {"a": 60, "b": 600, "c": 3000, "d": 3000})]
+    assert order == ["b", "c", "d", "a"]  # b heads 3600 s of work, d 3000 s, a 60 s
+    # without estimates every chain counts 0 and the given (name) order stays
+    assert [t.output for t in schedule.longest_chain_first(tasks, after, {})] == ["a", "b", "c", "d"]
+    # a dependent's length counts through every path: b needs nothing but heads c, which heads d
+    order = [t.output for t in schedule.longest_chain_first(tasks, {"c": ["b"], "d": ["c"]}, {"a": 100, "b": 1, "c": 1, "d": 1})]
+    assert order == ["a", "b", "c", "d"]
+    order = [t.output for t in schedule.longest_chain_first(tasks, {"c": ["b"], "d": ["c"]}, {"a": 100, "b": 1, "c": 1, "d": 99})]
+    assert order == ["b", "a", "c", "d"]  # b heads 101 s
+
+
+def test_profile_minutes_decide_which_ready_notebook_starts(tmp_path: Path) -> None:
+    project = toy_project(tmp_path, "minutes:\n  beta: 5\n  alpha: 1\n")
+    notebook(project.notebooks / "alpha.ipynb", "x: int = 1", "open('order.txt', 'a').write('alpha ')", "metrics = {}")
+    notebook(project.notebooks / "beta.ipynb", "z: int = 1", "open('order.txt', 'a').write('beta ')", "metrics = {}")
+    assert _statuses(run(project, "smoke", jobs=1)) == {"alpha": "ran", "beta": "ran"}
+    assert (project.root / "order.txt").read_text().split() == ["beta", "alpha"]  # the longer one first, not by name

@@ -14,7 +14,7 @@ import yaml
 
 from companion.core.errors import UserError, closest
 
-PROFILE_KEYS = ("description", "all", "notebooks", "after", "resources")
+PROFILE_KEYS = ("description", "all", "notebooks", "after", "resources", "minutes")
 
 
 @dataclass(frozen=True)
@@ -122,7 +122,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
             f"profile file {path}: unknown top-level key '{unknown[0]}'"
             + (f" (did you mean '{hint}'?)" if hint else "") + f"; allowed: {', '.join(PROFILE_KEYS)}"
         )
-    for key in ("all", "notebooks", "after", "resources"):
+    for key in ("all", "notebooks", "after", "resources", "minutes"):
         if not isinstance(content.get(key) or {}, dict):
             raise UserError(f"profile file {path}: '{key}' must be a mapping")
     for name, values in (content.get("notebooks") or {}).items():
@@ -142,10 +142,10 @@ def profile_files(profiles_dir: Path, profile: str) -> list[Path]:
 
 def load_profile(profiles_dir: Path, profile: str) -> dict[str, Any]:
     """Merge a profile's files into {'all': {...}, 'notebooks': {name: {...}}}."""
-    merged: dict[str, Any] = {"all": {}, "notebooks": {}, "after": {}, "resources": {}}
+    merged: dict[str, Any] = {"all": {}, "notebooks": {}, "after": {}, "resources": {}, "minutes": {}}
     for path in profile_files(profiles_dir, profile):
         content = _read_yaml(path)
-        for key in ("all", "after", "resources"):
+        for key in ("all", "after", "resources", "minutes"):
             merged[key].update(content.get(key) or {})
         for name, values in (content.get("notebooks") or {}).items():
             merged["notebooks"].setdefault(name, {}).update(values or {})

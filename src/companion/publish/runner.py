@@ -167,6 +167,7 @@ def run(project: Project, profile: str = "default", only: str | None = None, set
     settings = profiles.load_profile(project.profiles, profile)
     names = [nb.name for nb in notebooks]
     after, needs = schedule.prerequisites(settings, names), schedule.resources(settings, names)
+    hints = schedule.minutes(settings, names)  # the profile's figures, for notebooks with no recorded run yet
     set_values = profiles.parse_sets(sets or [])
     tasks = sweep.plan(notebooks, selected, settings, set_values, sweep.parse_sweeps(sweeps or []), profile)
     outcomes, todo = [], []
@@ -187,6 +188,8 @@ def run(project: Project, profile: str = "default", only: str | None = None, set
         preflight.check([task.notebook], {task.notebook.name: prepare(task, False).params}, where_from)
     if dry_run:
         return sorted(outcomes + [Outcome(task.output, "would run", 0.0) for task in todo], key=lambda o: o.name)
+    todo = schedule.longest_chain_first(todo, after, {t.output: t.expected if t.expected is not None else
+                                                      60 * hints.get(t.name, 0.0) for t in todo})
     note = precision.slow_bfloat16_note(any("bfloat16" in (t.params.get("dtype"), t.params.get("precision")) for t in todo))
     if note:
         print(note, file=sys.stderr, flush=True)

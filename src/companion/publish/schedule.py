@@ -75,6 +75,34 @@ def prerequisites(profile: dict[str, Any], names: list[str]) -> dict[str, list[s
     return {name: list(after.get(name, [])) for name in names}
 
 
+def minutes(profile: dict[str, Any], names: list[str]) -> dict[str, float]:
+    """The profile's `minutes:` map (notebook -> minutes a run took), checked: known names, non-negative numbers."""
+    declared = profile.get("minutes") or {}
+    for name, value in declared.items():
+        if name not in names:
+            raise UserError(f"profile minutes: notebook '{name}' does not exist; names are: {', '.join(names)}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise UserError(f"profile minutes.{name} must be a non-negative number of minutes, got {value!r}")
+    return {name: float(value) for name, value in declared.items()}
+
+
+def longest_chain_first(tasks: list[Task], after: dict[str, list[str]], seconds: dict[str, float]) -> list[Task]:
+    """The tasks ordered so that, among those ready at once, the one heading the longest chain of expected work (its
+    own seconds plus the longest chain of the tasks that need it) starts first; ties keep the given order.
+
+    seconds: expected seconds by task output (a task without an estimate counts 0)."""
+    needed_by = {t.output: [o for o in tasks if o is not t and depends_on(o, t, after)] for t in tasks}
+    chain: dict[str, float] = {}
+
+    def length(task: Task) -> float:
+        """Expected seconds from this task's start to the end of its longest chain of dependents."""
+        if task.output not in chain:
+            chain[task.output] = seconds.get(task.output, 0.0) + max((length(o) for o in needed_by[task.output]), default=0.0)
+        return chain[task.output]
+
+    return sorted(tasks, key=lambda t: -length(t))
+
+
 def depends_on(task: Task, other: Task, after: dict[str, list[str]]) -> bool:
     """True when task needs other first: its notebook is a prerequisite and their grid points agree."""
     return other.name in after.get(task.name, []) and all(
