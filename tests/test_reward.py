@@ -181,10 +181,42 @@ def test_cached_reference_logps_are_trls_and_train_the_same_adapter(tokenizer, t
     for run in ("miss", "hit"):
         trl_passes.clear()
         got_refs, got_adapter, got_losses = trained_dpo(tokenizer, tmp_path / run, cache)
-        assert trl_passes == (["train", "eval"] if run == "miss" else []), "a second run reads the cache"
+        # the eval pairs are training pairs: their rows are read back from the training pass
+        assert trl_passes == (["train"] if run == "miss" else []), "a second run reads the cache"
         assert got_refs == refs and got_losses == losses, run
         assert all(torch.equal(got_adapter[k], adapter[k]) for k in adapter), run
     assert len(list(cache.glob("trl-*.safetensors"))) == 2 and not list(cache.glob(".*"))  # train and eval, no staging
+
+
+def test_rows_computed_before_are_reused_in_either_orientation(tokenizer, tmp_path, monkeypatch):
+    from trl import DPOTrainer
+
+    lengths, trl_pass = [], DPOTrainer._precompute_ref_logps
+
+    def counted(self, dataset, name, batch_size):
+        lengths.append(len(dataset))
+        return trl_pass(self, dataset, name, batch_size)
+
+    monkeypatch.setattr(DPOTrainer, "_precompute_ref_logps", counted)
+    cache, first = tmp_path / "reference", PAIRS[:4]
+    rest = [{"prompt": "the dog", "chosen": " ran home", "rejected": " le chien"},
+            {"prompt": "a bad film,", "chosen": " I left early", "rejected": " I stayed"}]
+
+    def reference_columns(pairs):
+        trainer = training.dpo_trainer(tiny_causal_lm("llama"), tokenizer, pairs, SETTINGS, tmp_path / "out",
+                                       reference_cache=cache)
+        return np.stack([trainer.train_dataset[c] for c in ("ref_chosen_logps", "ref_rejected_logps")], 1)
+
+    before = reference_columns(first)
+    assert lengths == [len(first)]
+    exchanged = [{**p, "chosen": p["rejected"], "rejected": p["chosen"]} for p in first[:3]] + first[3:]
+    lengths.clear()
+    after = reference_columns(exchanged + rest)
+    assert lengths == [len(rest)], "TRL's pass runs on the new rows only"
+    assert np.array_equal(after[:3], before[:3, ::-1]) and np.array_equal(after[3:len(first)], before[3:])
+    assert not np.array_equal(after[:3], before[:3])  # the exchange is seen (the two responses differ)
+    lengths.clear()
+    assert np.array_equal(reference_columns(rest), after[len(first):]) and lengths == []  # every row known: no pass
 
 
 def test_a_corrupt_reference_file_is_recomputed(tokenizer, tmp_path, trl_passes):
@@ -194,8 +226,8 @@ def test_a_corrupt_reference_file_is_recomputed(tokenizer, tmp_path, trl_passes)
         path.write_bytes(b"corrupt")
     trl_passes.clear()
     assert trained_dpo(tokenizer, tmp_path / "again", cache)[0] == refs
-    assert trl_passes == ["train", "eval"]
-    assert trained_dpo(tokenizer, tmp_path / "third", cache)[0] == refs and trl_passes == ["train", "eval"]
+    assert trl_passes == ["train"]  # the eval pairs' rows come from the recomputed training pass
+    assert trained_dpo(tokenizer, tmp_path / "third", cache)[0] == refs and trl_passes == ["train"]
 
 
 def test_learning_rates_share_one_reference_pass(tiny_folder, tmp_path, trl_passes):

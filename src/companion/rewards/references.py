@@ -5,6 +5,11 @@ seeds or notebooks, so its log-probs of a set of pairs are computed once. TRL's 
 `_precompute_ref_logps` (it always runs its pass; columns already in the dataset are not reused), so the trainer below
 wraps that method: a cache hit adds the stored columns, a miss runs TRL's own pass and stores what it returned.
 
+Rows are reused across datasets too: each file keeps a hash of every row's token ids, so a dataset that shares rows
+with one computed before (the iterative round trains on the training pairs plus new pairs, once as DPORM orients the
+new pairs and once as EXRM does) runs TRL's pass on its new rows only; a row seen with chosen and rejected exchanged
+takes the stored values exchanged (each response's log-prob does not depend on the other's).
+
 TRL's pass also draws one number from torch's global generator (its DataLoader's base seed); a hit draws it too, so
 whatever runs next in the process (the explicit reward model's randomly initialised head) starts from the same state.
 """
@@ -28,6 +33,7 @@ from companion.core.cache import cache_key
 from companion.core.files import cached_entry, staged_file
 
 REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
+ROW_COLUMN = "row_sha256"  # per row, the sha256 of its prompt, chosen and rejected ids
 TOKEN_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")
 
 
@@ -42,13 +48,15 @@ def library_versions() -> dict[str, str]:
     return {module.__name__: module.__version__ for module in (peft, tokenizers, torch, transformers, trl)}
 
 
-def read_arrays(path: Path, names: tuple[str, ...], rows: int) -> dict[str, np.ndarray] | None:
-    """The named arrays of a safetensors file, or None when it is missing, unreadable or not `rows` long."""
+def read_arrays(path: Path, names: tuple[str, ...], rows: int, any_length: bool = False) -> dict[str, np.ndarray] | None:
+    """The named arrays of a safetensors file, or None when it is missing, unreadable or not `rows` long (with
+    any_length: when its arrays differ in length)."""
     try:
         arrays = load_file(path)
     except (OSError, SafetensorError):
         return None
-    return arrays if set(arrays) == set(names) and all(len(a) == rows for a in arrays.values()) else None
+    lengths = {len(a) for a in arrays.values()}
+    return arrays if set(arrays) == set(names) and lengths <= ({min(lengths)} if any_length else {rows}) else None
 
 
 def write_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -68,6 +76,25 @@ def token_fingerprint(dataset: Dataset) -> str:
     return hashlib.sha256(json.dumps(dataset.select_columns(list(TOKEN_COLUMNS)).to_dict()).encode()).hexdigest()
 
 
+def row_hashes(dataset: Dataset, exchanged: bool = False) -> np.ndarray:
+    """(n, 32) sha256 of each row's prompt, chosen and rejected ids (chosen and rejected exchanged when asked)."""
+    first, second = ("rejected_ids", "chosen_ids") if exchanged else ("chosen_ids", "rejected_ids")
+    rows = zip(dataset["prompt_ids"], dataset[first], dataset[second])
+    return np.array([np.frombuffer(hashlib.sha256(json.dumps(row).encode()).digest(), dtype=np.uint8) for row in rows],
+                    dtype=np.uint8).reshape(-1, 32)
+
+
+def stored_rows(folder: Path, pattern: str) -> dict[bytes, np.ndarray]:
+    """Every row's (chosen, rejected) reference log-probs stored in the folder's files matching pattern, by row hash."""
+    found = {}
+    for path in sorted(folder.glob(pattern)):
+        arrays = read_arrays(path, (*REF_COLUMNS, ROW_COLUMN), 0, any_length=True)
+        if arrays is not None:
+            values = np.stack([arrays[column] for column in REF_COLUMNS], 1)
+            found.update((key.tobytes(), row) for key, row in zip(arrays[ROW_COLUMN], values))
+    return found
+
+
 class CachedReferenceDPOTrainer(DPOTrainer):
     """TRL's DPOTrainer whose precomputed reference log-probs are read from a folder, computed by TRL when absent.
 
@@ -80,23 +107,46 @@ class CachedReferenceDPOTrainer(DPOTrainer):
         self.reference_cache = Path(reference_cache)
         super().__init__(*args, **kwargs)
 
+    def pass_key(self, batch_size: int) -> str:
+        """Cache key of how this trainer computes reference log-probs: batching and padding, precision and device,
+        library versions (the files of one key share their rows)."""
+        a = self.args
+        return cache_key(kind="trl-reference", batch_size=batch_size, max_length=a.max_length,
+                         truncation=a.truncation_mode, pad_to=a.pad_to_multiple_of, ld_alpha=a.ld_alpha,
+                         pad=self.processing_class.pad_token_id, dtype=str(self.model.dtype),
+                         device=str(self.accelerator.device), bf16=a.bf16, fp16=a.fp16, versions=library_versions())
+
     def reference_file(self, dataset: Dataset, batch_size: int) -> Path:
         """The cache file of the reference log-probs of one tokenized dataset as this trainer would compute them."""
-        a = self.args
-        key = cache_key(kind="trl-reference", tokens=token_fingerprint(dataset), batch_size=batch_size,
-                        max_length=a.max_length, truncation=a.truncation_mode, pad_to=a.pad_to_multiple_of,
-                        ld_alpha=a.ld_alpha, pad=self.processing_class.pad_token_id, dtype=str(self.model.dtype),
-                        device=str(self.accelerator.device), bf16=a.bf16, fp16=a.fp16, versions=library_versions())
-        return self.reference_cache / f"trl-{key}.safetensors"
+        return self.reference_cache / f"trl-{self.pass_key(batch_size)}-{token_fingerprint(dataset)[:20]}.safetensors"
 
     def _precompute_ref_logps(self, dataset: Dataset, name: str, batch_size: int) -> Dataset:
         """The dataset with TRL's reference log-prob columns, from the cache or from TRL's own pass (then stored)."""
         path = self.reference_file(dataset, batch_size)
-        arrays = read_arrays(path, REF_COLUMNS, len(dataset))
+        arrays = read_arrays(path, (*REF_COLUMNS, ROW_COLUMN), len(dataset))
         if arrays is None:
-            done = super()._precompute_ref_logps(dataset, name, batch_size)
-            arrays = {column: np.asarray(done[column], dtype=np.float32) for column in REF_COLUMNS}
+            arrays = self.reused_or_computed(dataset, name, batch_size)
             write_arrays(path, arrays)
         else:
             iter(DataLoader(dataset))  # the draw of TRL's pass (the iterator's base seed), on torch's global generator
-        return concatenate_datasets([dataset, Dataset.from_dict(arrays)], axis=1)
+        return concatenate_datasets([dataset, Dataset.from_dict({c: arrays[c] for c in REF_COLUMNS})], axis=1)
+
+    def reused_or_computed(self, dataset: Dataset, name: str, batch_size: int) -> dict[str, np.ndarray]:
+        """The reference columns and row hashes of a dataset: rows stored before (in either orientation) read back,
+        TRL's own pass over the others (one draw of torch's generator either way)."""
+        stored = stored_rows(self.reference_cache, f"trl-{self.pass_key(batch_size)}-*.safetensors")
+        keys, exchanged = row_hashes(dataset), row_hashes(dataset, exchanged=True)
+        values, found = np.zeros((len(dataset), 2), dtype=np.float32), np.zeros(len(dataset), dtype=bool)
+        for i, (key, other) in enumerate(zip(keys, exchanged)):
+            if key.tobytes() in stored:
+                values[i], found[i] = stored[key.tobytes()], True
+            elif other.tobytes() in stored:
+                values[i], found[i] = stored[other.tobytes()][::-1], True
+        missing = np.flatnonzero(~found)
+        if len(missing):
+            done = super()._precompute_ref_logps(dataset.select(missing), name, batch_size)
+            values[missing] = np.stack([np.asarray(done[column], dtype=np.float32) for column in REF_COLUMNS], 1)
+        else:
+            iter(DataLoader(dataset))  # the draw of TRL's pass, as above
+        # columns copied out whole: safetensors writes an array's buffer, not a strided view of it
+        return {REF_COLUMNS[0]: values[:, 0].copy(), REF_COLUMNS[1]: values[:, 1].copy(), ROW_COLUMN: keys}
