@@ -17,7 +17,7 @@ from peft import LoraConfig, TaskType
 from trl import SFTConfig, SFTTrainer
 
 from companion.core.cache import cache_key, cache_root
-from companion.core.files import staged_folder
+from companion.core.files import computing, staged_folder
 from companion.core.models import MARKER, load_causal_lm, model_identity
 from companion.core.precision import trainer_flags
 from companion.rewards.preferences import pool, reviews
@@ -73,6 +73,7 @@ def sft_backbone(s: SFTSettings) -> str:
         return s.model
     key = cache_key(kind="sft", settings=asdict(s), model=model_identity(s.model), data="imdb-training-pool")
     folder = cache_root() / "paper-b-sft" / key
-    if not (folder / MARKER).exists():
-        _fine_tune_into(str(folder), s)
+    with computing(folder):  # the data page and the training page ask for it at once: one trains, the other waits
+        if not (folder / MARKER).exists():
+            _fine_tune_into(str(folder), s)
     return str(folder)
