@@ -14,9 +14,9 @@ from transformers import AutoModelForSequenceClassification
 
 from companion.core.errors import UserError
 from companion.core.preference_files import read_preference_file
-from companion.rewards import scoring, training
+from companion.rewards import baselines, scoring, training
 from companion.rewards.experiments import experiment_sets
-from companion.rewards.preferences import own_file_sets
+from companion.rewards.preferences import PreferenceSet, own_file_sets
 from companion.rewards.sentiment_sets import BuildSettings
 
 PAIRS = [
@@ -256,6 +256,19 @@ def test_scoring_reference_logps_are_cached_by_content(lora_policy, tokenizer, t
     with torch.autocast("cpu", dtype=torch.bfloat16):  # scores at another precision are not the float32 ones
         assert not np.array_equal(scoring.cached_reference_logps(models, PAIRS, 32, batch_size=3), direct)
     assert len(list(tmp_path.glob("scores-*.safetensors"))) == 3
+
+
+def test_the_start_logps_of_the_data_page_are_the_trained_policies_reference(tiny_folder, tmp_path, monkeypatch):
+    monkeypatch.setenv("COMPANION_CACHE", str(tmp_path / "cache"))
+    (start,) = scoring.start_logps(str(tiny_folder), [PAIRS], SETTINGS.max_length)
+    models = training.trained_models(training.TrainSettings(**{**SETTINGS.__dict__, "model": str(tiny_folder)}), PAIRS)
+    direct = scoring.reference_logps(models.policy, models.tokenizer, PAIRS, SETTINGS.max_length, batch_size=32)
+    assert np.array_equal(start, direct)  # the start is the policy with its adapter disabled: the same numbers
+    monkeypatch.setattr(scoring, "reference_logps", lambda *args: pytest.fail("should have been read from the cache"))
+    assert np.array_equal(scoring.cached_reference_logps(models, PAIRS, SETTINGS.max_length, batch_size=32), start)
+    sets = [PreferenceSet("some", "id", "", tuple(PAIRS)), PreferenceSet("none", "id", "", ())]
+    rule = baselines.start_rule(str(tiny_folder), sets, SETTINGS.max_length)  # read back from the same entry
+    assert rule == {"some": float(np.mean(np.sign(start[:, 0] - start[:, 1]) / 2 + 0.5))}  # a tie would count half
 
 
 def test_training_progress_goes_to_stderr_and_not_into_a_page(tokenizer, tmp_path, capsys, monkeypatch):

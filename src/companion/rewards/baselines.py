@@ -1,7 +1,9 @@
 """Two shortcut baselines that ignore the prompt: a length rule and a bag-of-words rule, both fitted on training pairs.
 
 If a shortcut ranks a test set's pairs well, a reward model can too without learning the preference; with the target
-sentiment stated in the prompt, a rule that never reads the prompt should stay near chance (0.5).
+sentiment stated in the prompt, a rule that never reads the prompt should stay near chance (0.5). A third rule,
+`start_rule`, prefers the ending the common starting model finds more likely: it reads the prompt but was never told
+the preference, and it is the reference DPO's implicit reward is measured against.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.linear_model import LogisticRegression
 
 from companion.rewards.preferences import Pair, PreferenceSet
+from companion.rewards.scoring import start_logps
 
 
 def _choice_accuracy(margins: np.ndarray) -> np.ndarray:
@@ -59,8 +62,18 @@ def fit_shortcuts(train: list[Pair], seed: int = 0) -> Shortcuts:
     return Shortcuts(longer_wins, vectorizer, bow)
 
 
-def shortcut_rows(shortcuts: Shortcuts, sets: list[PreferenceSet]) -> list[dict]:
-    """Per set: name, kind of shift, pairs, what it tests, and the accuracy of both shortcut rules."""
+def shortcut_rows(shortcuts: Shortcuts, sets: list[PreferenceSet], start: dict[str, float] | None = None) -> list[dict]:
+    """Per set: name, kind of shift, pairs, what it tests, and the accuracy of both shortcut rules (and of the
+    start-likelihood rule, given its accuracies by set)."""
     return [{"name": t.name, "shift": t.shift, "n": len(t.pairs), "description": t.description,
              "length_rule_acc": float(shortcuts.length_correct(list(t.pairs)).mean()) if t.pairs else None,
-             "bow_rule_acc": float(shortcuts.bow_correct(list(t.pairs)).mean()) if t.pairs else None} for t in sets]
+             "bow_rule_acc": float(shortcuts.bow_correct(list(t.pairs)).mean()) if t.pairs else None,
+             **({"start_rule_acc": start.get(t.name)} if start is not None else {})} for t in sets]
+
+
+def start_rule(start: str, sets: list[PreferenceSet], max_length: int, device_map: str | None = None) -> dict[str, float]:
+    """Per set, the accuracy of preferring the ending the common start gives the higher summed log-prob (a tie counts
+    half); the log-probs are stored where the next pages read their reference's (`scoring.start_logps`)."""
+    logps = start_logps(start, [list(t.pairs) for t in sets if t.pairs], max_length, device_map=device_map)
+    return {t.name: float(_choice_accuracy(values[:, 0] - values[:, 1]).mean())
+            for t, values in zip([t for t in sets if t.pairs], logps)}

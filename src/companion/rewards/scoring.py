@@ -17,9 +17,10 @@ of the learning-rate search) is read back by the next."""
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import groupby
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -30,9 +31,10 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from companion.core import threads
 from companion.core.cache import cache_key
+from companion.core.models import load_causal_lm
 from companion.rewards.preferences import Pair, PreferenceSet
 from companion.rewards.references import cached_arrays, library_versions
-from companion.rewards.training import RewardModels, pairs_fingerprint
+from companion.rewards.training import RewardModels, TrainSettings, pairs_fingerprint, reference_folder
 
 
 def common_prefix_length(a: list[int], b: list[int]) -> int:
@@ -184,16 +186,30 @@ def scores_key(kind: str, model: PreTrainedModel, tokenizer: PreTrainedTokenizer
                      adapters="folded on a CPU", versions=library_versions())
 
 
+def stored_reference(folder: Path, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs: list[Pair],
+                     max_length: int, batch_size: int, compute: Callable[[], np.ndarray]) -> np.ndarray:
+    """A reference's log-probs of the pairs, stored in its cache folder under the key of the model that computes them:
+    computed once for these pairs, length and batching, whichever seed, run or notebook asks."""
+    key = scores_key("scores", model, tokenizer, pairs, max_length, batch_size)
+    return cached_arrays(folder / f"scores-{key}.safetensors", ("logps",), len(pairs), lambda: {"logps": compute()})["logps"]
+
+
 def cached_reference_logps(models: RewardModels, pairs: list[Pair], max_length: int, batch_size: int = 16) -> np.ndarray:
-    """reference_logps of the models' policy, stored in its reference's cache folder: computed once for these pairs,
-    length and batching, whichever seed, run or notebook asks."""
-    key = scores_key("scores", models.policy, models.tokenizer, pairs, max_length, batch_size)
+    """reference_logps of the models' policy, stored in its reference's cache folder (`stored_reference`)."""
+    return stored_reference(models.reference, models.policy, models.tokenizer, pairs, max_length, batch_size,
+                            lambda: reference_logps(models.policy, models.tokenizer, pairs, max_length, batch_size))
 
-    def compute() -> dict[str, np.ndarray]:
-        """The reference log-probs of the pairs, computed."""
-        return {"logps": reference_logps(models.policy, models.tokenizer, pairs, max_length, batch_size)}
 
-    return cached_arrays(models.reference / f"scores-{key}.safetensors", ("logps",), len(pairs), compute)["logps"]
+def start_logps(start: str, sets: list[list[Pair]], max_length: int, batch_size: int = 32,
+                device_map: str | None = None) -> list[np.ndarray]:
+    """The common start's (n, 2) log-probs of each set of pairs, stored where every policy trained from it reads its
+    reference's (`cached_reference_logps`: the start is the policy with its adapter disabled, the same numbers), so a
+    page that scores them first spares the pages after it the pass."""
+    model, tokenizer = load_causal_lm(start, device_map=device_map)
+    folder = reference_folder(TrainSettings(model=start))
+    return [stored_reference(folder, model, tokenizer, pairs, max_length, batch_size,
+                             lambda pairs=pairs: pair_logps(model, tokenizer, pairs, max_length, batch_size,
+                                                            desc="reference log-probs")) for pairs in sets]
 
 
 def folded(model: PeftModel) -> PreTrainedModel:
