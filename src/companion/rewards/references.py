@@ -8,7 +8,10 @@ wraps that method: a cache hit adds the stored columns, a miss runs TRL's own pa
 Rows are reused across datasets too: each file keeps a hash of every row's token ids, so a dataset that shares rows
 with one computed before (the iterative round trains on the training pairs plus new pairs, once as DPORM orients the
 new pairs and once as EXRM does) runs TRL's pass on its new rows only; a row seen with chosen and rejected exchanged
-takes the stored values exchanged (each response's log-prob does not depend on the other's).
+takes the stored values exchanged (TRL truncates and pads each response on its own, and its `ld_alpha` weighting
+treats the two alike, so exchanging them exchanges the values). A reused row's values come from the batch it was
+first computed in: equal to a pass over the new dataset up to float rounding (padding widths differ), and the same
+in every run that builds the cache in the same order, as the book's pages do.
 
 TRL's pass also draws one number from torch's global generator (its DataLoader's base seed); a hit draws it too, so
 whatever runs next in the process (the explicit reward model's randomly initialised head) starts from the same state.
@@ -48,15 +51,15 @@ def library_versions() -> dict[str, str]:
     return {module.__name__: module.__version__ for module in (peft, tokenizers, torch, transformers, trl)}
 
 
-def read_arrays(path: Path, names: tuple[str, ...], rows: int, any_length: bool = False) -> dict[str, np.ndarray] | None:
-    """The named arrays of a safetensors file, or None when it is missing, unreadable or not `rows` long (with
-    any_length: when its arrays differ in length)."""
+def read_arrays(path: Path, names: tuple[str, ...], rows: int | None) -> dict[str, np.ndarray] | None:
+    """The named arrays of a safetensors file, or None when it is missing, unreadable, or its arrays are not `rows`
+    long (rows None: not all of one length)."""
     try:
         arrays = load_file(path)
     except (OSError, SafetensorError):
         return None
     lengths = {len(a) for a in arrays.values()}
-    return arrays if set(arrays) == set(names) and lengths <= ({min(lengths)} if any_length else {rows}) else None
+    return arrays if set(arrays) == set(names) and len(lengths) == 1 and rows in (None, *lengths) else None
 
 
 def write_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -88,7 +91,7 @@ def stored_rows(folder: Path, pattern: str) -> dict[bytes, np.ndarray]:
     """Every row's (chosen, rejected) reference log-probs stored in the folder's files matching pattern, by row hash."""
     found = {}
     for path in sorted(folder.glob(pattern)):
-        arrays = read_arrays(path, (*REF_COLUMNS, ROW_COLUMN), 0, any_length=True)
+        arrays = read_arrays(path, (*REF_COLUMNS, ROW_COLUMN), None)
         if arrays is not None:
             values = np.stack([arrays[column] for column in REF_COLUMNS], 1)
             found.update((key.tobytes(), row) for key, row in zip(arrays[ROW_COLUMN], values))
@@ -124,7 +127,7 @@ class CachedReferenceDPOTrainer(DPOTrainer):
         """The dataset with TRL's reference log-prob columns, from the cache or from TRL's own pass (then stored)."""
         path = self.reference_file(dataset, batch_size)
         arrays = read_arrays(path, (*REF_COLUMNS, ROW_COLUMN), len(dataset))
-        if arrays is None:
+        if arrays is None or not np.array_equal(arrays[ROW_COLUMN], row_hashes(dataset)):  # rows, not just the name
             arrays = self.reused_or_computed(dataset, name, batch_size)
             write_arrays(path, arrays)
         else:
