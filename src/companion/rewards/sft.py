@@ -38,6 +38,12 @@ class SFTSettings:
     precision: str = "float32"  # or "bfloat16" (companion.core.precision)
 
 
+def start_settings(model: str, sft_steps: int, max_length: int, precision: str, own_data: bool) -> SFTSettings:
+    """The common start every paper B page asks for: the fine-tune of these settings, or none (the backbone itself)
+    on your own preference file or a hub dataset, whose text the IMDB fine-tune would not match."""
+    return SFTSettings(model=model, steps=0 if own_data else sft_steps, max_length=max_length, precision=precision)
+
+
 def sft_texts(n: int, seed: int) -> list[str]:
     """n IMDB reviews of the training pool (the test pool stays unseen), in a seeded random order."""
     imdb = pool(reviews(), test=False)
