@@ -1,9 +1,8 @@
 """Two shortcut baselines that ignore the prompt: a length rule and a bag-of-words rule, both fitted on training pairs.
 
 If a shortcut ranks a test set's pairs well, a reward model can too without learning the preference; with the target
-sentiment stated in the prompt, a rule that never reads the prompt should stay near chance (0.5). A third rule,
-`start_rule`, prefers the ending the common starting model finds more likely: it reads the prompt but was never told
-the preference, and it is the reference DPO's implicit reward is measured against.
+sentiment stated in the prompt, a rule that never reads the prompt should stay near chance (0.5). The data page adds
+a third column beside them, the start-likelihood rule (`scoring.start_rule_accuracy`).
 """
 
 from __future__ import annotations
@@ -16,10 +15,9 @@ from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.linear_model import LogisticRegression
 
 from companion.rewards.preferences import Pair, PreferenceSet
-from companion.rewards.scoring import start_logps
 
 
-def _choice_accuracy(margins: np.ndarray) -> np.ndarray:
+def choice_accuracy(margins: np.ndarray) -> np.ndarray:
     """Per-pair score of a rule from its margin (chosen minus rejected): 1 if positive, 0.5 on a tie, 0 if negative."""
     return np.where(margins > 0, 1.0, np.where(margins == 0, 0.5, 0.0))
 
@@ -40,14 +38,14 @@ class Shortcuts:
     def length_correct(self, pairs: list[Pair]) -> np.ndarray:
         """Per-pair score of the length rule (prefer the longer response if that won in training, else the shorter)."""
         lengths = _word_counts(pairs)
-        return _choice_accuracy((lengths[:, 0] - lengths[:, 1]) * (1 if self.longer_wins else -1))
+        return choice_accuracy((lengths[:, 0] - lengths[:, 1]) * (1 if self.longer_wins else -1))
 
     def bow_correct(self, pairs: list[Pair]) -> np.ndarray:
         """Per-pair score of the bag-of-words rule: the response whose words the fitted weights favour wins."""
         weights = self.bow.coef_[0]
         chosen = self.vectorizer.transform([p["chosen"] for p in pairs]) @ weights
         rejected = self.vectorizer.transform([p["rejected"] for p in pairs]) @ weights
-        return _choice_accuracy(np.asarray(chosen - rejected))
+        return choice_accuracy(np.asarray(chosen - rejected))
 
 
 def fit_shortcuts(train: list[Pair], seed: int = 0) -> Shortcuts:
@@ -62,18 +60,11 @@ def fit_shortcuts(train: list[Pair], seed: int = 0) -> Shortcuts:
     return Shortcuts(longer_wins, vectorizer, bow)
 
 
-def shortcut_rows(shortcuts: Shortcuts, sets: list[PreferenceSet], start: dict[str, float] | None = None) -> list[dict]:
+def shortcut_rows(shortcuts: Shortcuts, sets: list[PreferenceSet], start_acc: dict[str, float] | None = None) -> list[dict]:
     """Per set: name, kind of shift, pairs, what it tests, and the accuracy of both shortcut rules (and of the
-    start-likelihood rule, given its accuracies by set)."""
+    start-likelihood rule, given its accuracy by set)."""
     return [{"name": t.name, "shift": t.shift, "n": len(t.pairs), "description": t.description,
              "length_rule_acc": float(shortcuts.length_correct(list(t.pairs)).mean()) if t.pairs else None,
              "bow_rule_acc": float(shortcuts.bow_correct(list(t.pairs)).mean()) if t.pairs else None,
-             **({"start_rule_acc": start.get(t.name)} if start is not None else {})} for t in sets]
+             **({"start_rule_acc": start_acc.get(t.name)} if start_acc is not None else {})} for t in sets]
 
-
-def start_rule(start: str, sets: list[PreferenceSet], max_length: int, device_map: str | None = None) -> dict[str, float]:
-    """Per set, the accuracy of preferring the ending the common start gives the higher summed log-prob (a tie counts
-    half); the log-probs are stored where the next pages read their reference's (`scoring.start_logps`)."""
-    logps = start_logps(start, [list(t.pairs) for t in sets if t.pairs], max_length, device_map=device_map)
-    return {t.name: float(_choice_accuracy(values[:, 0] - values[:, 1]).mean())
-            for t, values in zip([t for t in sets if t.pairs], logps)}

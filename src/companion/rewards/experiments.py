@@ -19,7 +19,7 @@ from companion.core.stats import percentile_interval, resample_means
 from companion.core.tables import format_interval
 from companion.rewards.baselines import Shortcuts, shortcut_rows
 from companion.rewards.preferences import Pair, PreferenceSet, hub_sets, own_file_sets
-from companion.rewards.scoring import cached_reference_logps, correct, keep_fitting, score_models
+from companion.rewards.scoring import BATCH_PAIRS, cached_reference_logps, correct, keep_fitting, score_models
 from companion.rewards.sentiment_sets import BuildSettings, embedded_sets, embedded_training
 from companion.rewards.training import TrainSettings, backbone_folder, trained_models
 
@@ -38,7 +38,7 @@ def rewards_frame(t: PreferenceSet, seed: int, scores: dict[str, np.ndarray]) ->
 
 
 def score_runs(s: TrainSettings, seeds: list[int], pairs: list[Pair], sets: list[PreferenceSet],
-               batch_size: int = 32) -> tuple[pd.DataFrame, dict[int, dict[str, list[dict]]]]:
+               batch_size: int = BATCH_PAIRS) -> tuple[pd.DataFrame, dict[int, dict[str, list[dict]]]]:
     """Train (or load) both models per seed and score every set; reference log-probs are computed once per set (the
     reference, adapters off, is the same backbone for every seed) and cached across runs and notebooks."""
     frames, logs = [], {}

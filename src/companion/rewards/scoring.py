@@ -32,9 +32,12 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from companion.core import threads
 from companion.core.cache import cache_key
 from companion.core.models import load_causal_lm
+from companion.rewards.baselines import choice_accuracy
 from companion.rewards.preferences import Pair, PreferenceSet
 from companion.rewards.references import cached_arrays, library_versions
-from companion.rewards.training import RewardModels, TrainSettings, pairs_fingerprint, reference_folder
+from companion.rewards.training import RewardModels, pairs_fingerprint, reference_folder
+
+BATCH_PAIRS = 32  # pairs per scoring batch on the pages (part of every score cache key)
 
 
 def common_prefix_length(a: list[int], b: list[int]) -> int:
@@ -200,16 +203,25 @@ def cached_reference_logps(models: RewardModels, pairs: list[Pair], max_length: 
                             lambda: reference_logps(models.policy, models.tokenizer, pairs, max_length, batch_size))
 
 
-def start_logps(start: str, sets: list[list[Pair]], max_length: int, batch_size: int = 32,
+def start_logps(start: str, sets: list[list[Pair]], max_length: int, batch_size: int = BATCH_PAIRS,
                 device_map: str | None = None) -> list[np.ndarray]:
     """The common start's (n, 2) log-probs of each set of pairs, stored where every policy trained from it reads its
     reference's (`cached_reference_logps`: the start is the policy with its adapter disabled, the same numbers), so a
     page that scores them first spares the pages after it the pass."""
     model, tokenizer = load_causal_lm(start, device_map=device_map)
-    folder = reference_folder(TrainSettings(model=start))
+    folder = reference_folder(start)
     return [stored_reference(folder, model, tokenizer, pairs, max_length, batch_size,
                              lambda pairs=pairs: pair_logps(model, tokenizer, pairs, max_length, batch_size,
                                                             desc="reference log-probs")) for pairs in sets]
+
+
+def start_rule_accuracy(start: str, sets: list[PreferenceSet], max_length: int,
+                        device_map: str | None = None) -> dict[str, float]:
+    """Per set (with pairs), the accuracy of the start-likelihood rule: prefer the ending to which the common start
+    gives the higher summed log-prob (a tie counts half); the log-probs are stored as the next pages' reference's."""
+    scored = [t for t in sets if t.pairs]
+    logps = start_logps(start, [list(t.pairs) for t in scored], max_length, device_map=device_map)
+    return {t.name: float(choice_accuracy(values[:, 0] - values[:, 1]).mean()) for t, values in zip(scored, logps)}
 
 
 def folded(model: PeftModel) -> PreTrainedModel:

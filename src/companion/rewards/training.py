@@ -219,9 +219,9 @@ def model_key(s: TrainSettings, pairs: list[Pair], kind: str) -> str:
                      versions=[trl.__version__, peft.__version__, torch.__version__])
 
 
-def reference_folder(s: TrainSettings, cache: Path | None = None) -> Path:
+def reference_folder(model: str, cache: Path | None = None) -> Path:
     """The cache folder of the DPO reference's log-probs: one per backbone (the policy with its adapter disabled)."""
-    return (cache or cache_root()) / "paper-b-reference" / cache_key(model=model_identity(s.model))
+    return (cache or cache_root()) / "paper-b-reference" / cache_key(model=model_identity(model))
 
 
 def _train_into(folder: Path, s: TrainSettings, pairs: list[Pair], kind: str, cache: Path | None = None) -> None:
@@ -230,7 +230,7 @@ def _train_into(folder: Path, s: TrainSettings, pairs: list[Pair], kind: str, ca
     with staged_folder(folder) as staging:
         if kind == "dpo":
             model, tokenizer = load_causal_lm(s.model, device_map=s.device_map)
-            trained, log = train_dpo(model, tokenizer, pairs, s, staging / "run", reference_folder(s, cache))
+            trained, log = train_dpo(model, tokenizer, pairs, s, staging / "run", reference_folder(s.model, cache))
         else:
             tokenizer = load_causal_lm(s.model, device_map=s.device_map)[1]
             trained, log = train_reward(load_reward_backbone(s.model, s.device_map), tokenizer, pairs, s, staging / "run")
@@ -261,7 +261,7 @@ def _load_from(folders: dict[str, Path], s: TrainSettings, cache: Path | None) -
     rm_base = load_reward_backbone(s.model, s.device_map)
     rm_base.config.pad_token_id = tokenizer.pad_token_id
     rm = PeftModel.from_pretrained(rm_base, folders["rm"] / "rm").eval()
-    return RewardModels(policy, rm, tokenizer, logs["dpo"], logs["rm"], folders, reference_folder(s, cache))
+    return RewardModels(policy, rm, tokenizer, logs["dpo"], logs["rm"], folders, reference_folder(s.model, cache))
 
 
 def trained_folder(s: TrainSettings, pairs: list[Pair], kind: str, cache: Path | None = None) -> Path:
