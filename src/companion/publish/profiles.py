@@ -122,7 +122,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
             f"profile file {path}: unknown top-level key '{unknown[0]}'"
             + (f" (did you mean '{hint}'?)" if hint else "") + f"; allowed: {', '.join(PROFILE_KEYS)}"
         )
-    for key in ("all", "notebooks", "after", "resources", "minutes"):
+    for key in PROFILE_KEYS[1:]:  # every key but the description is a mapping
         if not isinstance(content.get(key) or {}, dict):
             raise UserError(f"profile file {path}: '{key}' must be a mapping")
     for name, values in (content.get("notebooks") or {}).items():
