@@ -213,3 +213,26 @@ def test_profile_minutes_decide_which_ready_notebook_starts(tmp_path: Path) -> N
     notebook(project.notebooks / "beta.ipynb", "z: int = 1", "open('order.txt', 'a').write('beta ')", "metrics = {}")
     assert _statuses(run(project, "smoke", jobs=1)) == {"alpha": "ran", "beta": "ran"}
     assert (project.root / "order.txt").read_text().split() == ["beta", "alpha"]  # the longer one first, not by name
+
+
+@pytest.mark.parametrize(("error", "runs", "status"), [
+    ("Kernel didn't respond in 60 seconds", 2, "ran"),  # a kernel that never came up is started once more
+    ("Kernel didn't respond in 60 seconds, twice", 2, "failed"),  # ... but not forever
+    ("something else broke", 1, "failed"),  # any other error is the notebook's, reported at once
+])
+def test_a_kernel_that_never_started_is_started_again(tmp_path: Path, monkeypatch, capsys, error: str, runs: int,
+                                                       status: str) -> None:
+    import papermill
+
+    project, calls, real = toy_project(tmp_path), [], papermill.execute_notebook
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1 or "twice" in error:
+            raise RuntimeError(error)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(papermill, "execute_notebook", flaky)
+    outcome = {o.name: o for o in run(project, "smoke", only="beta")}["beta"]
+    assert (len(calls), outcome.status) == (runs, status)
+    assert ("starting it again" in capsys.readouterr().err) == error.startswith("Kernel")

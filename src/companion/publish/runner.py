@@ -71,6 +71,22 @@ def _error_message(name: str, exc: Exception, failed_copy: Path) -> str:
     return f"{name} failed in {where}: {ename}: {evalue} (partial run kept at {failed_copy}; last good output left in place)"
 
 
+KERNEL_DOWN = ("Kernel didn't respond", "Kernel died before replying")  # how nbclient says a kernel never came up
+
+
+def retrying_kernel_start(run: Callable[[], object], name: str, tries: int = 2) -> None:
+    """run(), once more when its kernel never came up: jupyter picks a kernel's ports by binding free ones and letting
+    them go, so two notebooks starting at once (--jobs) can draw the same port, and the kernel that loses never replies."""
+    for attempt in range(1, tries + 1):
+        try:
+            run()
+            return
+        except RuntimeError as exc:
+            if attempt == tries or not str(exc).startswith(KERNEL_DOWN):
+                raise
+            print(f"companion: {name}: its kernel did not start ({exc}); starting it again", file=sys.stderr, flush=True)
+
+
 def execute(project: Project, task: Task, profile: str, generated: Path) -> Outcome:
     """Run one task into generated; on success atomically replace its output and results, on failure keep both."""
     import nbformat  # imported here, not at the top: a run with nothing to execute stays fast
@@ -92,10 +108,10 @@ def execute(project: Project, task: Task, profile: str, generated: Path) -> Outc
     code_cells = sum(c.cell_type == "code" for c in nbformat.read(task.notebook.path, as_version=4).cells)
     try:
         with environment(kernel_env):
-            papermill.execute_notebook(str(task.notebook.path), str(staging), parameters=to_jsonable(task.params),
-                                       kernel_name="python3", progress_bar=False, cwd=str(project.root),
-                                       engine_name=engine_name(),
-                                       progress=CellProgress(task.output, code_cells + bool(task.params), task.expected))
+            retrying_kernel_start(lambda: papermill.execute_notebook(
+                str(task.notebook.path), str(staging), parameters=to_jsonable(task.params), kernel_name="python3",
+                progress_bar=False, cwd=str(project.root), engine_name=engine_name(),
+                progress=CellProgress(task.output, code_cells + bool(task.params), task.expected)), task.output)
         if not staged_results.exists():
             raise UserError(f"{task.name} did not call companion.results.record(...); add it as the last cell")
     except Exception as exc:  # any failure in the notebook: keep the partial copy, report the failing cell
