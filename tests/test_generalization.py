@@ -116,7 +116,7 @@ def test_notebooks_are_committed_without_outputs():
 
 
 PROGRESS_CALLS = ("fitted_sets(", "gold_labeller(", "tuned_settings(", "score_runs(", "primary_for_model(",
-                  "iterative_round(", "AutoTokenizer.from_pretrained(")
+                  "iterative_round(", "AutoTokenizer.from_pretrained(", "start_rule_accuracy(", "sft_backbone(")
 
 
 def test_cells_that_sample_train_or_load_models_keep_their_progress_off_the_page():
