@@ -43,6 +43,12 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str = "mean") -> torch.T
     raise ValueError(f"unknown pooling '{how}'; use one of {POOLINGS}")
 
 
+def row_sums(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per row of a (rows, positions) mask, the sum of the values given for its True positions (in row-major order)."""
+    rows = torch.arange(mask.shape[0], device=mask.device).unsqueeze(1).expand_as(mask)[mask]
+    return torch.zeros(mask.shape[0], dtype=values.dtype, device=values.device).index_add(0, rows, values)
+
+
 def content_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor, special_ids: Sequence[int]) -> torch.Tensor:
     """The attention mask with special tokens (<bos>, <eos>, padding) switched off: what a pool should average."""
     special = torch.isin(input_ids, torch.tensor(list(special_ids), dtype=input_ids.dtype, device=input_ids.device))

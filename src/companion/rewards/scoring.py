@@ -31,6 +31,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from companion.core import threads
 from companion.core.cache import cache_key
+from companion.core.forward import row_sums
 from companion.core.models import load_causal_lm
 from companion.rewards.baselines import choice_accuracy
 from companion.rewards.preferences import Pair, PreferenceSet
@@ -153,8 +154,7 @@ def response_logps(model: PreTrainedModel, batch: SharedBatch) -> torch.Tensor:
     logits = unwrapped(model).get_output_embeddings()(hidden[:, start - 1:-1][scored]).float()
     targets = full_ids[:, start:][scored]
     token_logps = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
-    rows = torch.arange(scored.shape[0], device=device).unsqueeze(1).expand_as(scored)[scored]
-    return torch.zeros(scored.shape[0], device=device).index_add(0, rows, token_logps).cpu()
+    return row_sums(token_logps, scored).cpu()
 
 
 def pair_logps(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs: list[Pair], max_length: int,

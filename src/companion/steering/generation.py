@@ -14,7 +14,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from companion.core import threads
 from companion.core.decoding import sample, sampling_processors
-from companion.core.forward import forward_batches
+from companion.core.forward import forward_batches, row_sums
 from companion.core.stats import mean_ci, percentile_interval, resample_means
 from companion.steering.experiments import Setup
 from companion.steering.expertise import choose
@@ -57,9 +57,7 @@ def perplexity(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, sente
         # (batch, vocabulary, tokens) layout, whose vocabulary axis is not contiguous
         nll = torch.nn.functional.cross_entropy(output.logits[:, :-1][keep].float(), batch["input_ids"][:, 1:][keep],
                                                 reduction="none")
-        rows = torch.arange(keep.shape[0], device=keep.device).unsqueeze(1).expand_as(keep)[keep]
-        sums = torch.zeros(keep.shape[0], device=keep.device).index_add(0, rows, nll)
-        return torch.stack([sums, keep.sum(1).float()], 1)
+        return torch.stack([row_sums(nll, keep), keep.sum(1).float()], 1)
 
     sums = forward_batches(model, tokenizer, sentences, per_batch, batch_size, max_tokens, "perplexity")
     return float(np.exp(sums[:, 0].sum() / sums[:, 1].sum()))
