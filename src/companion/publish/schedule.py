@@ -26,6 +26,11 @@ class Resources:
 RESOURCE_KEYS = ("cpus", "gpus", "memory_gb")
 
 
+def _non_negative(value: Any) -> bool:
+    """Whether a profile value is a number (not a bool) of at least 0."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and value >= 0
+
+
 def _resource(where: str, values: Any) -> dict[str, float]:
     """One resources entry checked: known keys, non-negative numbers."""
     if not isinstance(values, dict):
@@ -33,7 +38,7 @@ def _resource(where: str, values: Any) -> dict[str, float]:
     for key, value in values.items():
         if key not in RESOURCE_KEYS:
             raise UserError(f"profile resources.{where}: unknown key '{key}'; allowed: {', '.join(RESOURCE_KEYS)}")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        if not _non_negative(value):
             raise UserError(f"profile resources.{where}.{key} must be a non-negative number, got {value!r}")
     return values
 
@@ -81,7 +86,7 @@ def minutes(profile: dict[str, Any], names: list[str]) -> dict[str, float]:
     for name, value in declared.items():
         if name not in names:
             raise UserError(f"profile minutes: notebook '{name}' does not exist; names are: {', '.join(names)}")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        if not _non_negative(value):
             raise UserError(f"profile minutes.{name} must be a non-negative number of minutes, got {value!r}")
     return {name: float(value) for name, value in declared.items()}
 

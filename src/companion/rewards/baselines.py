@@ -67,4 +67,3 @@ def shortcut_rows(shortcuts: Shortcuts, sets: list[PreferenceSet], start_acc: di
              "length_rule_acc": float(shortcuts.length_correct(list(t.pairs)).mean()) if t.pairs else None,
              "bow_rule_acc": float(shortcuts.bow_correct(list(t.pairs)).mean()) if t.pairs else None,
              **({"start_rule_acc": start_acc.get(t.name)} if start_acc is not None else {})} for t in sets]
-
