@@ -94,6 +94,17 @@ def test_prompt_tokens_are_masked(lora_policy, tokenizer):
         direct_logp(lora_policy, (prompt + response)[:cut], len(prompt)), abs=1e-4)
 
 
+def test_pairs_without_a_prompt_are_batched_apart():
+    tokens = [{"prompt_ids": [5, 6], "chosen_ids": [7], "rejected_ids": [8, 9]},
+              {"prompt_ids": [], "chosen_ids": [7, 7], "rejected_ids": [8]},
+              {"prompt_ids": [5], "chosen_ids": [7, 8, 9], "rejected_ids": [8]}]
+    batches = {tuple(idx.tolist()): batch for idx, batch in scoring.shared_batches(tokens, 0, 64, 8, "test")}
+    assert set(batches) == {(1,), (0, 2)}
+    assert batches[(1,)].prompts.shape == (1, 0)
+    assert batches[(0, 2)].prompt_mask.tolist() == [[1, 1], [0, 1]]  # left-padded
+    assert batches[(0, 2)].mask.tolist() == [[1, 0, 0], [1, 1, 0], [1, 1, 1], [1, 0, 0]]  # chosen, rejected of each
+
+
 MIXED = [  # prompts of several token lengths, responses of several lengths, repeated prompts
     {"prompt": "the cat", "chosen": " sat on the mat today", "rejected": " no"},
     {"prompt": "a good film, I think", "chosen": " I loved it", "rejected": " I hated it a lot"},
@@ -118,7 +129,12 @@ def test_shared_prompt_scoring_equals_one_full_pass_per_sequence(arch, pad):
     assert max(len(scoring.tokenize_pair(tokenizer, pair)["prompt_ids"]) for pair in MIXED) > 4  # past the window
     lm = tiny_causal_lm(arch, **SHAPES[arch])
     policy = get_peft_model(lm, LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False)).eval()
-    got = scoring.pair_logps(policy, tokenizer, MIXED, max_length=64, batch_size=2)
+    tokens = [scoring.tokenize_pair(tokenizer, pair) for pair in MIXED]
+    [(_, batch)] = scoring.shared_batches(tokens, tokenizer.pad_token_id, 64, len(MIXED), "test")
+    assert len(set(batch.prompt_mask.sum(1).tolist())) > 2  # prompts of several lengths, left-padded in one batch
+    assert (batch.prompt_mask[:, -1] == 1).all() and (batch.prompt_mask[:, 0] == 0).any()
+    got = scoring.pair_logps(policy, tokenizer, MIXED, max_length=64, batch_size=len(MIXED))
+    assert np.allclose(got, scoring.pair_logps(policy, tokenizer, MIXED, max_length=64, batch_size=2), atol=1e-4)
     config = tiny_causal_lm(arch, **SHAPES[arch]).config
     config.num_labels, config.pad_token_id = 1, tokenizer.pad_token_id
     classifier = AutoModelForSequenceClassification.from_config(config).eval()

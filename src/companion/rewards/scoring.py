@@ -31,7 +31,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from companion.core import threads
 from companion.core.cache import cache_key
-from companion.core.forward import row_sums
+from companion.core.forward import position_ids, row_sums
 from companion.core.models import load_causal_lm
 from companion.rewards.baselines import choice_accuracy
 from companion.rewards.preferences import Pair, PreferenceSet
@@ -62,10 +62,11 @@ def tokenize_pair(tokenizer: PreTrainedTokenizerBase, pair: Pair) -> dict[str, l
 
 @dataclass(frozen=True)
 class SharedBatch:
-    """Pairs whose prompts have one length: each prompt once (B, P), then both responses right-padded (2B, R) in the
-    order chosen, rejected of each pair, with 1 on their real tokens in mask."""
+    """Pairs scored together: each prompt once, left-padded (B, P) with 1 on its real tokens in prompt_mask, then both
+    responses right-padded (2B, R) in the order chosen, rejected of each pair, with 1 on their real tokens in mask."""
 
     prompts: torch.Tensor
+    prompt_mask: torch.Tensor
     responses: torch.Tensor
     mask: torch.Tensor
 
@@ -74,25 +75,35 @@ class SharedBatch:
         return torch.cat([self.prompts.repeat_interleave(2, dim=0), self.responses], 1)
 
 
+def padded(rows: list[list[int]], pad_id: int, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, mask) of id lists padded to the longest (at least one column), on the right or the left."""
+    width = max(1, max(map(len, rows)))
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for row, values in enumerate(rows):
+        cols = slice(width - len(values), width) if left else slice(0, len(values))
+        ids[row, cols], mask[row, cols] = torch.tensor(values, dtype=torch.long), 1
+    return ids, mask
+
+
 def shared_batches(tokens: list[dict[str, list[int]]], pad_id: int, max_length: int, batch_size: int,
                    desc: str) -> Iterator[tuple[np.ndarray, SharedBatch]]:
-    """Pair indices and their SharedBatch, at most batch_size pairs whose prompts have one length (so a prompt needs
-    no padding), responses of similar length together; each sequence cut to max_length tokens; a tqdm bar, and the
-    core share followed between batches."""
+    """Pair indices and their SharedBatch, at most batch_size pairs whose longer responses have similar lengths (so
+    little padding is run), pairs without a prompt batched apart; each sequence cut to max_length tokens; a tqdm bar,
+    and the core share followed between batches."""
     prompts = [t["prompt_ids"][:max_length] for t in tokens]
     responses = [[t[f"{key}_ids"][:max_length - len(p)] for key in ("chosen", "rejected")] for t, p in zip(tokens, prompts)]
-    order = sorted(range(len(tokens)), key=lambda i: (len(prompts[i]), max(map(len, responses[i]))))
-    groups = [list(group) for _, group in groupby(order, key=lambda i: len(prompts[i]))]
+    order = sorted(range(len(tokens)), key=lambda i: (len(prompts[i]) > 0, max(map(len, responses[i])), len(prompts[i])))
+    groups = [list(group) for _, group in groupby(order, key=lambda i: len(prompts[i]) > 0)]
     chunks = [np.array(group[start:start + batch_size]) for group in groups for start in range(0, len(group), batch_size)]
     for idx in tqdm(chunks, desc=desc, leave=False):
         threads.follow()
-        both = [response for i in idx for response in responses[i]]
-        width = max(1, max(map(len, both)))
-        ids = torch.full((len(both), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(both), width), dtype=torch.long)
-        for row, response in enumerate(both):
-            ids[row, :len(response)], mask[row, :len(response)] = torch.tensor(response, dtype=torch.long), 1
-        yield idx, SharedBatch(torch.tensor([prompts[i] for i in idx], dtype=torch.long), ids, mask)
+        if any(prompts[i] for i in idx):
+            prompt_ids, prompt_mask = padded([prompts[i] for i in idx], pad_id, left=True)
+        else:  # no prompt: nothing runs before the responses
+            prompt_ids, prompt_mask = torch.zeros((len(idx), 0), dtype=torch.long), torch.zeros((len(idx), 0), dtype=torch.long)
+        ids, mask = padded([response for i in idx for response in responses[i]], pad_id)
+        yield idx, SharedBatch(prompt_ids, prompt_mask, ids, mask)
 
 
 def unwrapped(model: PreTrainedModel) -> PreTrainedModel:
@@ -107,17 +118,21 @@ def backbone(model: PreTrainedModel) -> PreTrainedModel:
 
 
 def shared_states(model: PreTrainedModel, batch: SharedBatch) -> torch.Tensor:
-    """Last hidden states (2B, P + R, H) of prompt + response for both responses of each pair: the prompt runs once and
-    each response continues from its cached keys and values (the same numbers as two full passes, float rounding aside)."""
+    """Last hidden states (2B, P + R, H) of prompt + response for both responses of each pair: the prompts run once
+    (left-padded, positions counted over their real tokens) and each response continues from its prompt's cached keys
+    and values (the same numbers as two full passes, float rounding aside)."""
     device = next(model.parameters()).device
     body, (n_prompt, n_response) = backbone(model), (batch.prompts.shape[1], batch.responses.shape[1])
-    attention = torch.cat([torch.ones(batch.mask.shape[0], n_prompt, dtype=torch.long), batch.mask], 1).to(device)
+    prompt_mask = batch.prompt_mask.to(device)
+    attention = torch.cat([prompt_mask.repeat_interleave(2, dim=0), batch.mask.to(device)], 1)
     if n_prompt == 0:
         return body(input_ids=batch.responses.to(device), attention_mask=attention, use_cache=False).last_hidden_state
-    first = body(input_ids=batch.prompts.to(device), use_cache=True)
+    first = body(input_ids=batch.prompts.to(device), attention_mask=prompt_mask, position_ids=position_ids(prompt_mask),
+                 use_cache=True)
     cache = first.past_key_values
     cache.batch_repeat_interleave(2)  # rows: chosen, rejected of each pair
-    positions = torch.arange(n_prompt, n_prompt + n_response, device=device).expand(batch.mask.shape[0], -1)
+    lengths = prompt_mask.sum(1).repeat_interleave(2).unsqueeze(1)
+    positions = lengths + torch.arange(n_response, device=device)
     rest = body(input_ids=batch.responses.to(device), attention_mask=attention, position_ids=positions,
                 past_key_values=cache).last_hidden_state
     return torch.cat([first.last_hidden_state.repeat_interleave(2, dim=0), rest], 1)
@@ -174,7 +189,7 @@ def reference_logps(policy: PeftModel, tokenizer: PreTrainedTokenizerBase, pairs
         return pair_logps(policy, tokenizer, pairs, max_length, batch_size, desc="reference log-probs")
 
 
-METHOD = "prompt once, responses from its cached keys and values"  # how scores are computed, in every cache key
+METHOD = "prompts once, left-padded; responses from their cached keys and values"  # how scores are computed, in every cache key
 
 
 def scores_key(kind: str, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs: list[Pair],
