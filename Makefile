@@ -21,13 +21,17 @@ help:
 	@echo "make lint   - ruff on the package, tests, benchmarks and notebooks"
 	@echo "make lab    - set up, install the 'companion' Jupyter kernel into the venv and start JupyterLab"
 
+# --no-compile: Python compiles a module the first time it is imported, so only what runs is compiled (installing
+# took 49 s instead of 86 s on a 2-core machine; the first import of torch, transformers and TRL 9 s more).
+PIP := $(PY) -m pip install --quiet --no-compile
+
 $(VENV)/.installed: requirements.txt requirements-nodeps.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -r requirements.txt
-	$(PY) -m pip install --quiet --no-deps -r requirements-nodeps.txt
-	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(PIP) --upgrade pip
+	$(PIP) torch==2.13.0
+	$(PIP) -r requirements.txt
+	$(PIP) --no-deps -r requirements-nodeps.txt
+	$(PIP) --no-deps --no-build-isolation -e .
 	touch $@
 
 setup: $(VENV)/.installed
