@@ -1,5 +1,6 @@
 """Model loading: local folders, offline hub ids, and the embedded-model cache (built once, rebuilt when corrupt)."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -70,6 +71,24 @@ def test_corrupt_cache_is_rebuilt_not_loaded(fake_embedded: list[int]) -> None:
     (folder / models.MARKER).unlink()  # half-written: no completion marker
     models.embedded_cache_dir("tiny-test")
     assert len(fake_embedded) == 3
+
+
+def test_cache_files_are_hashed_once_per_process_until_they_change(fake_embedded: list[int],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = models.embedded_cache_dir("tiny-test")
+    models.embedded_cache_dir("tiny-test")  # built, then verified by hashing its files
+    hashed: list[str] = []
+    real_hash = models.sha256_file
+    monkeypatch.setattr(models, "sha256_file", lambda path: hashed.append(Path(path).name) or real_hash(path))
+    models.embedded_cache_dir("tiny-test")
+    assert hashed == []  # verified before: not read again
+    weights = folder / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1  # same size, one bit flipped, a later modification time
+    weights.write_bytes(bytes(data))
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    models.embedded_cache_dir("tiny-test")
+    assert "model.safetensors" in hashed and len(fake_embedded) == 2  # re-hashed, found corrupt, rebuilt
 
 
 def test_wrong_gguf_checksum_is_a_user_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -81,8 +81,17 @@ def _gguf_path(spec: EmbeddedModel, workdir: Path) -> Path:
 
 
 
+_VERIFIED: dict[Path, tuple] = {}  # folders whose files this process hashed, with the size and mtime each had then
+
+
+def _file_states(folder: Path, names: list[str]) -> tuple:
+    """(name, size, mtime in ns) of each file: what changes when a file is rewritten or cut short."""
+    return tuple((name, (stat := (folder / name).stat()).st_size, stat.st_mtime_ns) for name in names)
+
+
 def _is_complete(folder: Path, spec: EmbeddedModel) -> bool:
-    """True when a cache folder was fully written for this model and its files match the marker."""
+    """True when a cache folder was fully written for this model and its files match the marker (hashed once per
+    process, again when a file's size or modification time changes)."""
     marker = folder / MARKER
     if not marker.exists():
         return False
@@ -91,7 +100,13 @@ def _is_complete(folder: Path, spec: EmbeddedModel) -> bool:
         files = meta["files"]
         if meta.get("gguf_sha256") != spec.sha256 or not files:
             return False
-        return all(sha256_file(folder / name) == digest for name, digest in files.items())
+        states = _file_states(folder, sorted(files))
+        if _VERIFIED.get(folder) == states:
+            return True
+        if not all(sha256_file(folder / name) == digest for name, digest in files.items()):
+            return False
+        _VERIFIED[folder] = states
+        return True
     except (OSError, ValueError, KeyError, TypeError):
         return False
 
