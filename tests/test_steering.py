@@ -235,6 +235,21 @@ def test_steered_generation_reports_languages_and_leaves_no_hooks(llama_table, t
     assert no_hooks(model)
 
 
+def test_unforced_continuations_are_reused_at_k0_only(llama_table, tokenizer):
+    model, _, table = llama_table
+    identifier, prompts = generation.language_identifier(), CORPUS[:2]
+    fresh = generation.steered_generation(model, tokenizer, table, "fr", 0, "experts", prompts, CORPUS[1:3], identifier,
+                                          seed=0, max_new_tokens=3)
+    unforced = generation.continue_text(model, tokenizer, prompts, max_new_tokens=3)
+    assert fresh["continuations"] == unforced  # k=0 forces nothing
+    reused = generation.steered_generation(model, tokenizer, table, "fr", 0, "experts", prompts, CORPUS[1:3], identifier,
+                                           seed=0, max_new_tokens=3, unforced=["x", "y"])
+    assert reused["continuations"] == ["x", "y"] and reused["perplexity"] == fresh["perplexity"]
+    forced = generation.steered_generation(model, tokenizer, table, "fr", 4, "experts", prompts, CORPUS[1:3], identifier,
+                                           seed=0, max_new_tokens=3, unforced=["x", "y"])
+    assert forced["continuations"] != ["x", "y"]
+
+
 def test_language_identifier_names_clear_sentences():
     identifier = generation.language_identifier()
     found = generation.identified_languages(["The cat is sleeping on the warm mat.", "Le chat dort sur le tapis.", " "],

@@ -89,11 +89,14 @@ def identified_languages(texts: Sequence[str], identifier: LanguageIdentifier) -
 def steered_generation(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, table: pd.DataFrame,
                        target: str, k: int, selection: str, prompts: Sequence[str], target_text: Sequence[str],
                        identifier: LanguageIdentifier, seed: int, expert_how: str = "top",
-                       max_new_tokens: int = 20, batch_size: int = 32) -> dict:
-    """Continue prompts (batch_size at a time) forcing target's units: continuations, their languages, target perplexity."""
+                       max_new_tokens: int = 20, batch_size: int = 32, unforced: Sequence[str] | None = None) -> dict:
+    """Continue prompts (batch_size at a time) forcing target's units: continuations, their languages, target perplexity.
+
+    At k=0 nothing is forced: the continuations are `unforced` when given (the same for every target)."""
     units, value = choose(table, target, k, selection, seed, expert_how)
     with intervene(model, units, value):
-        texts = continue_text(model, tokenizer, prompts, max_new_tokens, batch_size)
+        reuse = k == 0 and unforced is not None
+        texts = list(unforced) if reuse else continue_text(model, tokenizer, prompts, max_new_tokens, batch_size)
         ppl = perplexity(model, tokenizer, target_text)
     found = identified_languages(texts, identifier)
     return {"target": target, "k": k, "selection": selection, "continuations": texts,
@@ -103,10 +106,12 @@ def steered_generation(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBas
 
 def generation_sweep(lab: Setup, evaluation: pd.DataFrame, prompts: Sequence[str], targets: Sequence[str],
                      k_values: Sequence[int], controls: Sequence[str], max_new_tokens: int) -> list[dict]:
-    """steered_generation for every target and k, and for each control at every k > 0."""
+    """steered_generation for every target and k, and for each control at every k > 0; the unforced continuations
+    (k=0) are generated once, not once per target."""
     s, identifier = lab.settings, language_identifier()
+    unforced = continue_text(lab.model, lab.tokenizer, prompts, max_new_tokens, s.batch_size) if 0 in k_values else None
     return [steered_generation(lab.model, lab.tokenizer, lab.table, target, k, arm, prompts, list(evaluation[target]),
-                               identifier, s.seed, s.selection, max_new_tokens, s.batch_size)
+                               identifier, s.seed, s.selection, max_new_tokens, s.batch_size, unforced)
             for target in tqdm(targets, desc="target language")
             for k in k_values
             for arm in ["experts"] + (list(controls) if k > 0 else [])]
