@@ -9,6 +9,10 @@ PROFILE ?= default
 JOBS ?= 2
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
+# Python caches the bytecode it compiles (the venv is installed with --no-compile, below); an environment that sets
+# PYTHONDONTWRITEBYTECODE=1 (this project's build machine does) would make every process compile torch, transformers and
+# TRL again (about 9 s each).
+unexport PYTHONDONTWRITEBYTECODE
 
 SUDO   := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
@@ -22,7 +26,7 @@ help:
 	@echo "make lab    - set up, install the 'companion' Jupyter kernel into the venv and start JupyterLab"
 
 # --no-compile: Python compiles a module the first time it is imported, so only what runs is compiled (installing
-# took 49 s instead of 86 s on a 2-core machine; the first import of torch, transformers and TRL 9 s more).
+# took 49 s instead of 86 s on a 2-core machine; the first import of torch, transformers and TRL 9 s more, once).
 PIP := $(PY) -m pip install --quiet --no-compile
 
 $(VENV)/.installed: requirements.txt requirements-nodeps.txt pyproject.toml
