@@ -98,10 +98,9 @@ def shared_batches(tokens: list[dict[str, list[int]]], pad_id: int, max_length: 
     chunks = [np.array(group[start:start + batch_size]) for group in groups for start in range(0, len(group), batch_size)]
     for idx in tqdm(chunks, desc=desc, leave=False):
         threads.follow()
-        if any(prompts[i] for i in idx):
-            prompt_ids, prompt_mask = padded([prompts[i] for i in idx], pad_id, left=True)
-        else:  # no prompt: nothing runs before the responses
-            prompt_ids, prompt_mask = torch.zeros((len(idx), 0), dtype=torch.long), torch.zeros((len(idx), 0), dtype=torch.long)
+        no_prompt = torch.zeros((len(idx), 0), dtype=torch.long)  # nothing runs before the responses
+        prompt_ids, prompt_mask = (padded([prompts[i] for i in idx], pad_id, left=True) if prompts[idx[0]]
+                                   else (no_prompt, no_prompt))
         ids, mask = padded([response for i in idx for response in responses[i]], pad_id)
         yield idx, SharedBatch(prompt_ids, prompt_mask, ids, mask)
 

@@ -95,8 +95,8 @@ def steered_generation(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBas
     At k=0 nothing is forced: the continuations are `unforced` when given (the same for every target)."""
     units, value = choose(table, target, k, selection, seed, expert_how)
     with intervene(model, units, value):
-        reuse = k == 0 and unforced is not None
-        texts = list(unforced) if reuse else continue_text(model, tokenizer, prompts, max_new_tokens, batch_size)
+        texts = (list(unforced) if k == 0 and unforced is not None
+                 else continue_text(model, tokenizer, prompts, max_new_tokens, batch_size))
         ppl = perplexity(model, tokenizer, target_text)
     found = identified_languages(texts, identifier)
     return {"target": target, "k": k, "selection": selection, "continuations": texts,
