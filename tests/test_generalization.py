@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from scipy.stats import t as student_t
 
 from companion.core.errors import UserError
 from companion.rewards import experiments as gen
@@ -33,7 +34,7 @@ def synthetic_frame() -> pd.DataFrame:
 
 
 PRIMARY_KEYS = {"settings", "seeds", "n_pairs", "gap_mean_ood", "gap_mean_ood_ci", "gap_max_ood", "gap_max_ood_ci",
-                "id_gap", "id_gap_ci", "train_acc_dporm", "train_acc_exrm"}
+                "id_gap", "id_gap_ci", "train_acc_dporm", "train_acc_exrm", "train_gap", "train_gap_ci"}
 
 
 def test_summary_holds_the_contract_and_the_right_numbers():
@@ -57,23 +58,40 @@ def test_summary_holds_the_contract_and_the_right_numbers():
     json.dumps(settings), json.dumps(primary)  # JSON-ready
 
 
-def test_hierarchical_intervals_equal_a_direct_computation():
-    """Seeds drawn once per replicate for every set, then pairs within each set; the max over sets per replicate."""
+def test_intervals_equal_a_direct_computation():
+    """Pairs drawn within each set (every seed kept) plus the per-seed spread with a t quantile; the maximum over sets
+    from a hierarchical bootstrap (seeds drawn once per replicate for every set, then pairs), reflected."""
     frame, n_boot, seed = synthetic_frame(), 300, 7
+    frame.loc[(frame["seed"] == 1) & (frame["set"] == "b") & (frame["item"] == 1) & (frame["model"] == "dporm"),
+              "correct"] = 1.0  # the seeds disagree on one pair: the seed part of the interval is not 0
     primary = gen.primary(frame, ["b", "c"], n_boot=n_boot, seed=seed)
     arrays = {name: {model: gen.correctness(part, model) for model in ("exrm", "dporm")}
               for name, part in frame.groupby("set", sort=False)}
+
+    def direct(weights: dict[str, float]) -> list[float]:
+        """The interval of a weighted sum of the sets' gaps, computed directly."""
+        draws = np.random.default_rng(seed)
+        items = {name: draws.integers(0, 4, size=(n_boot, 4)) for name in arrays}
+        reps = [sum(w * (arrays[n]["exrm"][:, items[n][r]].mean() - arrays[n]["dporm"][:, items[n][r]].mean())
+                    for n, w in weights.items()) for r in range(n_boot)]
+        per_seed = [sum(w * (arrays[n]["exrm"][s].mean() - arrays[n]["dporm"][s].mean()) for n, w in weights.items())
+                    for s in range(2)]
+        v_items, v_seeds = np.var(reps, ddof=1), np.var(per_seed, ddof=1) / 2
+        dof = (v_items + v_seeds) ** 2 / v_seeds ** 2 if v_seeds else np.inf
+        half = student_t.ppf(0.975, dof) * np.sqrt(v_items + v_seeds)
+        return [max(np.mean(per_seed) - half, -1), min(np.mean(per_seed) + half, 1)]
+
+    assert primary["gap_mean_ood_ci"] == pytest.approx(direct({"b": 0.5, "c": 0.5}))
+    assert primary["id_gap_ci"] == pytest.approx(direct({"a": 1.0}))
+    assert primary["gap_ood_minus_id"] == pytest.approx(primary["gap_mean_ood"] - primary["id_gap"])
+    assert primary["gap_ood_minus_id_ci"] == pytest.approx(direct({"b": 0.5, "c": 0.5, "a": -1.0}))
     rng = np.random.default_rng(seed)
     seeds = rng.integers(0, 2, size=(n_boot, 2))
     items = {name: rng.integers(0, 4, size=(n_boot, 4)) for name in arrays}
     gaps = {name: np.array([np.mean([[arrays[name]["exrm"][s, i] - arrays[name]["dporm"][s, i] for i in items[name][r]]
-                                     for s in seeds[r]]) for r in range(n_boot)]) for name in arrays}
-    mean_ood, max_ood = (gaps["b"] + gaps["c"]) / 2, np.maximum(gaps["b"], gaps["c"])
-    assert primary["gap_mean_ood_ci"] == pytest.approx(list(np.quantile(mean_ood, [0.025, 0.975])))
-    assert primary["gap_max_ood_ci"] == pytest.approx(list(np.quantile(max_ood, [0.025, 0.975])))
-    assert primary["id_gap_ci"] == pytest.approx(list(np.quantile(gaps["a"], [0.025, 0.975])))
-    assert primary["gap_ood_minus_id"] == pytest.approx(primary["gap_mean_ood"] - primary["id_gap"])
-    assert primary["gap_ood_minus_id_ci"] == pytest.approx(list(np.quantile(mean_ood - gaps["a"], [0.025, 0.975])))
+                                     for s in seeds[r]]) for r in range(n_boot)]) for name in ("b", "c")}
+    low, high = np.quantile(np.maximum(gaps["b"], gaps["c"]), [0.025, 0.975])  # reflected: the maximum's upward bias
+    assert primary["gap_max_ood_ci"] == pytest.approx([2 * primary["gap_max_ood"] - high, 2 * primary["gap_max_ood"] - low])
 
 
 def test_no_ood_settings_give_empty_gaps():

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
+from test_stats import direct_seed_item_interval
 from tiny import tiny_causal_lm, tiny_tokenizer
 
 from companion.core.stats import percentile_interval
@@ -29,15 +30,6 @@ def fake_runs(rng: np.random.Generator, seeds: list[int], n: int) -> dict:
     return runs
 
 
-def direct_interval(pre: np.ndarray, post: np.ndarray, n_boot: int, seed: int) -> tuple[float, float]:
-    """The paired bootstrap of mean(post) - mean(pre) by an explicit loop over replicates (same draws as stats)."""
-    rng = np.random.default_rng(seed)
-    seeds = rng.integers(0, pre.shape[0], size=(n_boot, pre.shape[0]))
-    items = rng.integers(0, pre.shape[1], size=(n_boot, pre.shape[1]))
-    diffs = [post[s][:, i].mean() - pre[s][:, i].mean() for s, i in zip(seeds, items)]
-    return percentile_interval(np.array(diffs))
-
-
 def test_primary_row_pools_pairs_per_sentence_and_pairs_its_intervals() -> None:
     rng = np.random.default_rng(1)
     runs = fake_runs(rng, [0, 1, 2], 30)
@@ -46,7 +38,7 @@ def test_primary_row_pools_pairs_per_sentence_and_pairs_its_intervals() -> None:
     post = np.stack([np.mean([runs[(s, "experts", 8)][p][1][1] for p in PAIRS], axis=0) for s in range(3)])
     assert row["top1_pre"] == pytest.approx(pre.mean()) and row["top1_post"] == pytest.approx(post.mean())
     assert row["ratio"] == pytest.approx(post.mean() / pre.mean())
-    assert row["diff_ci"] == pytest.approx(direct_interval(pre, post, 200, 5))
+    assert row["diff_ci"] == pytest.approx(direct_seed_item_interval(pre, post, 200, 5))
     assert row["pairs"] == ["en→fr", "fr→en"] and row["n_eval"] == 30 and row["seeds"] == [0, 1, 2]
     assert row["diff_ci"][0] <= row["diff"] <= row["diff_ci"][1]
     assert set(row) >= {"layer", "k", "selection", "ratio_ci", "diff_vs_control", "diff_vs_control_ci"}
@@ -71,7 +63,8 @@ def test_the_maximum_ratio_has_the_interval_of_the_maximum_not_of_the_selected_c
     where, before, after = max(cells, key=lambda cell: cell[2].mean() / cell[1].mean())
     assert got["cells"] == len(cells) == 2 * 2 * 2 - 1
     assert got["ratio"] == pytest.approx(after.mean() / before.mean())
-    assert got["ratio_ci"] == pytest.approx(percentile_interval(np.array(maxima)))
+    low, high = percentile_interval(np.log(maxima))  # reflected about the largest ratio, on the log scale
+    assert got["ratio_ci"] == pytest.approx([got["ratio"] ** 2 / np.exp(high), got["ratio"] ** 2 / np.exp(low)])
     assert got["record"] == {"src": where[0], "tgt": where[1], "layer": where[2], "k": where[3],
                              "top1_pre": pytest.approx(before.mean()), "top1_post": pytest.approx(after.mean())}
     control = retrieval.best_ratio(runs, layers, 0, "random-target", n_boot)

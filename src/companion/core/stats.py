@@ -1,8 +1,15 @@
-"""Small statistics shared by both papers: bootstrap confidence intervals."""
+"""Small statistics shared by both papers: bootstrap confidence intervals, and intervals over few seeds."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import numpy as np
+from scipy.stats import t as student_t
+
+# A statistic of group means: {group: (n, arrays) means} -> (n,) values, for n replicates, seeds or 1 (the estimate).
+Statistic = Callable[[dict[str, np.ndarray]], np.ndarray]
 
 
 def bootstrap_ci(values: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
@@ -24,21 +31,24 @@ def mean_ci(values: np.ndarray, n_boot: int = 1000, seed: int = 0) -> dict[str, 
     return {"mean": float(np.mean(values)), "low": low, "high": high}
 
 
-def resample_means(groups: dict[str, tuple[np.ndarray, ...]], n_boot: int = 1000, seed: int = 0) -> dict[str, np.ndarray]:
+def resample_means(groups: dict[str, tuple[np.ndarray, ...]], n_boot: int = 1000, seed: int = 0,
+                   resample_seeds: bool = True) -> dict[str, np.ndarray]:
     """Bootstrap replicates of the means of paired (seeds x items) arrays: {group: (n_boot, arrays)}.
 
     Each replicate draws seeds with replacement (one draw shared by every group: the same training or expert runs),
     then items with replacement within each group (one draw shared by a group's arrays: the same sentences or pairs
     measured before and after, or by both models). Statistics such as a ratio, a difference, a mean over groups or a
     maximum over groups are then computed replicate by replicate, so their intervals are paired and include the
-    variance between seeds as well as between items.
+    variance between seeds as well as between items. With `resample_seeds` False every replicate keeps all the seeds
+    once and only the items are drawn (the item part of `seed_item_draws`).
     """
     shapes = {np.shape(array) for arrays in groups.values() for array in arrays}
     n_seeds = {shape[0] for shape in shapes}
     if len(n_seeds) != 1 or any(len(shape) != 2 for shape in shapes):
         raise ValueError(f"every array must be (seeds x items) with the same number of seeds, got shapes {sorted(shapes)}")
     rng = np.random.default_rng(seed)
-    seeds = rng.integers(0, n_seeds.pop(), size=(n_boot, next(iter(shapes))[0]))
+    n = n_seeds.pop()
+    seeds = rng.integers(0, n, size=(n_boot, n)) if resample_seeds else np.broadcast_to(np.arange(n), (n_boot, n))
     replicates = {}
     for name, arrays in groups.items():
         n_items = np.shape(arrays[0])[1]
@@ -56,3 +66,60 @@ def percentile_interval(replicates: np.ndarray, level: float = 0.95) -> tuple[fl
     alpha = (1.0 - level) / 2.0
     low, high = np.quantile(replicates, [alpha, 1.0 - alpha])
     return (float(low), float(high))
+
+
+def maximum_interval(replicates: np.ndarray, estimate: float, level: float = 0.95, log: bool = False) -> tuple[float, float]:
+    """The basic (reflected) bootstrap interval of a maximum over several estimates: (2 m - q_high, 2 m - q_low).
+
+    The largest of several noisy estimates is biased upward, and its replicates (each the largest of the resampled
+    estimates) are shifted upward once more, so their percentile interval sits above the estimate. Reflecting the
+    replicates about the estimate removes that shift to first order. With `log`, for a ratio, on the log scale.
+    """
+    low, high = percentile_interval(np.log(replicates) if log else replicates, level)
+    centre = np.log(estimate) if log else estimate
+    low, high = 2 * centre - high, 2 * centre - low
+    return (float(np.exp(low)), float(np.exp(high))) if log else (float(low), float(high))
+
+
+@dataclass(frozen=True)
+class SeedItemDraws:
+    """Means of paired (seeds x items) arrays three ways: overall, per seed, and over item-bootstrap replicates."""
+
+    overall: dict[str, np.ndarray]  # group -> (1, arrays): every seed and item
+    per_seed: dict[str, np.ndarray]  # group -> (seeds, arrays): every item of one seed
+    items: dict[str, np.ndarray]  # group -> (n_boot, arrays): every seed, items resampled (one draw per group)
+
+    def interval(self, statistic: Statistic, level: float = 0.95, log: bool = False,
+                 bounds: tuple[float, float] = (-np.inf, np.inf)) -> tuple[float, float] | None:
+        """The statistic's interval: its variance over item replicates plus the variance of its mean over seeds
+        (per-seed spread / seeds), with a t quantile on Welch-Satterthwaite degrees of freedom (the seed part has
+        seeds - 1); clipped to `bounds`. With `log`, for a ratio, on the log scale (None if a value is not positive).
+
+        Resampling 3 seeds with replacement is too coarse: the bootstrap's seed part then spans about the range of
+        the 3 values, which holds the mean only about 75% of the time. With one seed the seed part is unknown and left
+        out.
+        """
+        values = [np.asarray(statistic(means), dtype=np.float64) for means in (self.overall, self.per_seed, self.items)]
+        if log:
+            if any((v <= 0).any() for v in values):
+                return None
+            values = [np.log(v) for v in values]
+        estimate, per_seed, items = values
+        n_seeds = len(per_seed)
+        v_items = float(np.var(items, ddof=1))
+        v_seeds = float(np.var(per_seed, ddof=1)) / n_seeds if n_seeds > 1 else 0.0
+        total = v_items + v_seeds
+        dof = total ** 2 / (v_seeds ** 2 / (n_seeds - 1)) if v_seeds > 0 else np.inf
+        half = float(student_t.ppf(0.5 + level / 2, dof)) * np.sqrt(total)
+        low, high = estimate[0] - half, estimate[0] + half
+        if log:
+            low, high = np.exp(low), np.exp(high)
+        return (float(max(low, bounds[0])), float(min(high, bounds[1])))
+
+
+def seed_item_draws(groups: dict[str, tuple[np.ndarray, ...]], n_boot: int = 1000, seed: int = 0) -> SeedItemDraws:
+    """The means `SeedItemDraws.interval` needs, from paired (seeds x items) arrays per group (as `resample_means`)."""
+    stacked = {name: np.stack([np.asarray(a, dtype=np.float64) for a in arrays], axis=-1) for name, arrays in groups.items()}
+    return SeedItemDraws(overall={name: a.mean(axis=(0, 1))[None] for name, a in stacked.items()},
+                         per_seed={name: a.mean(axis=1) for name, a in stacked.items()},
+                         items=resample_means(groups, n_boot, seed, resample_seeds=False))

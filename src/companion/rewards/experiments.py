@@ -1,12 +1,15 @@
 """Paper B experiment: train both reward models per seed, score every test set, summarise accuracy and gaps.
 
-Intervals are hierarchical and stratified by set: each bootstrap replicate draws seeds (training runs) with
-replacement, then pairs with replacement within each set (`companion.core.stats.resample_means`); a statistic over
-sets (the mean or the maximum of the out-of-distribution gaps) is computed replicate by replicate.
+Intervals cover both sources of variance a rerun would change, stratified by set: the pairs (a bootstrap drawing
+pairs within each set, the same pairs for both models) and the seeds (training runs: the spread of the per-seed
+values with a t quantile, as 3 seeds are too few to resample; `companion.core.stats.SeedItemDraws`). A statistic over
+sets (the mean of the out-of-distribution gaps) is computed replicate by replicate and seed by seed. The maximum over
+sets keeps a hierarchical bootstrap (seeds, then pairs within each set; `resample_means`), reflected about the estimate.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
@@ -15,7 +18,7 @@ from tqdm import tqdm
 from transformers import AutoTokenizer
 
 from companion.core.errors import UserError
-from companion.core.stats import percentile_interval, resample_means
+from companion.core.stats import SeedItemDraws, maximum_interval, resample_means, seed_item_draws
 from companion.core.tables import format_interval
 from companion.rewards.baselines import Shortcuts, shortcut_rows
 from companion.rewards.preferences import Pair, PreferenceSet, hub_sets, own_file_sets
@@ -57,26 +60,46 @@ def correctness(frame: pd.DataFrame, model: str) -> np.ndarray:
     return frame[frame["model"] == model].pivot(index="seed", columns="item", values="correct").to_numpy()
 
 
+def groups(frame: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{set: ((seeds, items) correctness of EXRM, of DPORM)}."""
+    return {name: (correctness(part, "exrm"), correctness(part, "dporm")) for name, part in frame.groupby("set", sort=False)}
+
+
 def replicates(frame: pd.DataFrame, n_boot: int, seed: int) -> dict[str, np.ndarray]:
     """Hierarchical bootstrap: {set: (n_boot, 2) replicate accuracies of (EXRM, DPORM)}, seeds shared across sets."""
-    groups = {name: (correctness(part, "exrm"), correctness(part, "dporm")) for name, part in frame.groupby("set", sort=False)}
-    return resample_means(groups, n_boot=n_boot, seed=seed)
+    return resample_means(groups(frame), n_boot=n_boot, seed=seed)
+
+
+def gap(name: str) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
+    """The statistic EXRM minus DPORM accuracy on one set."""
+    return lambda means: means[name][:, 0] - means[name][:, 1]
+
+
+def mean_gap(names: list[str]) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
+    """The statistic EXRM minus DPORM accuracy, averaged over sets (each weighs the same)."""
+    return lambda means: np.mean([gap(name)(means) for name in names], axis=0)
+
+
+def gap_interval(draws: SeedItemDraws, statistic: Callable[[dict[str, np.ndarray]], np.ndarray]) -> list[float]:
+    """A gap's 95% interval (pairs and seeds), as a JSON list."""
+    return list(draws.interval(statistic, bounds=(-1, 1)))
 
 
 def summarize(frame: pd.DataFrame, shortcuts: Shortcuts | None = None, sets: list[PreferenceSet] | None = None,
               n_boot: int = 1000, seed: int = 0) -> list[dict]:
     """One record per set: both accuracies and the gap (EXRM minus DPORM) with hierarchical 95% intervals,
     and, given the fitted shortcuts and the sets, the accuracy of the length and bag-of-words rules."""
-    reps = replicates(frame, n_boot, seed)
+    draws = seed_item_draws(groups(frame), n_boot, seed)
     rules = {row["name"]: row for row in shortcut_rows(shortcuts, sets or [])} if shortcuts else {}
     records = []
     for (name, shift), part in frame.groupby(["set", "shift"], sort=False):
         exrm, dporm = correctness(part, "exrm"), correctness(part, "dporm")
         record = {"name": name, "shift": shift, "n": int(exrm.shape[1]), "seeds": sorted(int(x) for x in part["seed"].unique()),
-                  "dporm_acc": float(dporm.mean()), "dporm_ci": list(percentile_interval(reps[name][:, 1])),
-                  "exrm_acc": float(exrm.mean()), "exrm_ci": list(percentile_interval(reps[name][:, 0])),
-                  "gap": float(exrm.mean() - dporm.mean()),
-                  "gap_ci": list(percentile_interval(reps[name][:, 0] - reps[name][:, 1])),
+                  "dporm_acc": float(dporm.mean()),
+                  "dporm_ci": list(draws.interval(lambda m, name=name: m[name][:, 1], bounds=(0, 1))),
+                  "exrm_acc": float(exrm.mean()),
+                  "exrm_ci": list(draws.interval(lambda m, name=name: m[name][:, 0], bounds=(0, 1))),
+                  "gap": float(exrm.mean() - dporm.mean()), "gap_ci": gap_interval(draws, gap(name)),
                   "disagreement": float((exrm != dporm).mean())}
         if name in rules:
             record.update(length_rule_acc=rules[name]["length_rule_acc"], bow_rule_acc=rules[name]["bow_rule_acc"])
@@ -89,36 +112,40 @@ def primary(frame: pd.DataFrame, ood: list[str], n_boot: int = 1000, seed: int =
     minus the ID gap (what shift adds to any gap the two models already have), training fit.
 
     The mean is stratified (each OOD set weighs the same); the maximum's interval is that of the maximum itself
-    (the largest gap over sets, computed in every replicate), not the interval of whichever set was largest.
+    (the largest gap over sets, computed in every replicate, reflected about the estimate: `maximum_interval`), not
+    the interval of whichever set was largest.
     """
-    reps = replicates(frame[frame["shift"] != "train"], n_boot, seed)
-    missing = [name for name in ood if name not in reps]
+    tests = frame[frame["shift"] != "train"]
+    draws = seed_item_draws(groups(tests), n_boot, seed)
+    missing = [name for name in ood if name not in draws.overall]
     if missing:
-        raise UserError(f"OOD setting(s) {missing} were not scored; the scored sets are {list(reps)}")
-    gaps = {name: rep[:, 0] - rep[:, 1] for name, rep in reps.items()}
-    point = {name: float(correctness(part, "exrm").mean() - correctness(part, "dporm").mean())
-             for name, part in frame.groupby("set", sort=False)}
+        raise UserError(f"OOD setting(s) {missing} were not scored; the scored sets are {list(draws.overall)}")
+    point = {name: float(gap(name)(draws.overall)[0]) for name in draws.overall}
     in_dist = [name for name in frame.loc[frame["shift"] == "id", "set"].unique()]
     out = {"settings": list(ood), "seeds": sorted(int(x) for x in frame["seed"].unique()),
-           "n_pairs": {name: int(frame.loc[frame["set"] == name, "item"].nunique()) for name in reps},
+           "n_pairs": {name: int(frame.loc[frame["set"] == name, "item"].nunique()) for name in draws.overall},
            "gap_mean_ood": None, "gap_mean_ood_ci": None, "gap_max_ood": None, "gap_max_ood_ci": None,
            "gap_max_ood_setting": None, "id_gap": None, "id_gap_ci": None, "gap_ood_minus_id": None,
-           "gap_ood_minus_id_ci": None}
+           "gap_ood_minus_id_ci": None, "train_gap": None, "train_gap_ci": None}
     if ood:
-        stacked = np.stack([gaps[name] for name in ood])
+        reps = replicates(tests, n_boot, seed)
         worst = max(ood, key=point.get)
         out.update(gap_mean_ood=float(np.mean([point[name] for name in ood])),
-                   gap_mean_ood_ci=list(percentile_interval(stacked.mean(axis=0))),
-                   gap_max_ood=point[worst], gap_max_ood_ci=list(percentile_interval(stacked.max(axis=0))),
+                   gap_mean_ood_ci=gap_interval(draws, mean_gap(ood)), gap_max_ood=point[worst],
+                   gap_max_ood_ci=list(maximum_interval(np.max([gap(name)(reps) for name in ood], axis=0), point[worst])),
                    gap_max_ood_setting=worst)
     if in_dist:
-        out.update(id_gap=point[in_dist[0]], id_gap_ci=list(percentile_interval(gaps[in_dist[0]])))
-    if ood and in_dist:  # the drop that shift adds: the same replicates, so the difference is paired
-        shifted = np.stack([gaps[name] for name in ood]).mean(axis=0) - gaps[in_dist[0]]
-        out.update(gap_ood_minus_id=out["gap_mean_ood"] - out["id_gap"], gap_ood_minus_id_ci=list(percentile_interval(shifted)))
+        out.update(id_gap=point[in_dist[0]], id_gap_ci=gap_interval(draws, gap(in_dist[0])))
+    if ood and in_dist:  # the drop that shift adds: the same replicates and seeds, so the difference is paired
+        out.update(gap_ood_minus_id=out["gap_mean_ood"] - out["id_gap"],
+                   gap_ood_minus_id_ci=gap_interval(draws, lambda m: mean_gap(ood)(m) - gap(in_dist[0])(m)))
     train = frame[frame["shift"] == "train"]
     for model in MODELS:
         out[f"train_acc_{model}"] = float(correctness(train, model).mean()) if len(train) else None
+    if len(train):
+        fit = seed_item_draws(groups(train), n_boot, seed)
+        name = next(iter(fit.overall))
+        out.update(train_gap=float(gap(name)(fit.overall)[0]), train_gap_ci=gap_interval(fit, gap(name)))
     return out
 
 

@@ -15,7 +15,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from companion.core import threads
 from companion.core.decoding import sample, sampling_processors
 from companion.core.forward import forward_batches, row_sums
-from companion.core.stats import mean_ci, percentile_interval, resample_means
+from companion.core.stats import mean_ci, seed_item_draws
 from companion.steering.experiments import Setup
 from companion.steering.expertise import choose
 from companion.steering.interventions import intervene
@@ -180,21 +180,24 @@ def sampled_generation(lab: Setup, k: int, control: str, seeds: Sequence[int], p
 def sampled_primary(samples: pd.DataFrame, k: int, selection: str, prompt: str, n_boot: int, seed: int) -> dict:
     """Per target: share in the target language under its experts, at k=0 and under the control, with paired intervals.
 
-    A seed is one experts split and one sampling stream, shared by the arms (see sampled_generation), so the bootstrap
-    draws seeds (experts splits with their samples) and then samples within them, jointly for the three arms.
+    A seed is one experts split and one sampling stream, shared by the arms (see sampled_generation): an interval adds
+    the spread over seeds (t quantile) to a bootstrap of the samples within them, drawn jointly for the three arms
+    (`SeedItemDraws.interval`).
     """
     arms = [arm for arm in samples["arm"].unique() if arm not in ("k=0", "experts")]
     targets = []
     for target, rows in samples.groupby("target", sort=False):
         grid = {arm: rows[rows["arm"] == arm].pivot(index="seed", columns="sample", values="in_target").to_numpy(float)
                 for arm in ["experts", "k=0", *arms]}
-        reps = resample_means({target: tuple(grid.values())}, n_boot, seed)[target]
+        draws = seed_item_draws({"shares": tuple(grid.values())}, n_boot, seed)  # (experts, k=0, control)
         share, k0, control = (float(grid[arm].mean()) for arm in grid)
-        targets.append({"target": target, "share": share, "share_ci": percentile_interval(reps[:, 0]),
-                        "share_k0": k0, "share_control": control,
-                        "diff_vs_k0": share - k0, "diff_vs_k0_ci": percentile_interval(reps[:, 0] - reps[:, 1]),
+        targets.append({"target": target, "share": share,
+                        "share_ci": draws.interval(lambda m: m["shares"][:, 0], bounds=(0, 1)),
+                        "share_k0": k0, "share_control": control, "diff_vs_k0": share - k0,
+                        "diff_vs_k0_ci": draws.interval(lambda m: m["shares"][:, 0] - m["shares"][:, 1], bounds=(-1, 1)),
                         "diff_vs_control": share - control,
-                        "diff_vs_control_ci": percentile_interval(reps[:, 0] - reps[:, 2])})
+                        "diff_vs_control_ci": draws.interval(lambda m: m["shares"][:, 0] - m["shares"][:, 2],
+                                                             bounds=(-1, 1))})
     return {"k": k, "selection": selection, "control": arms[0], "prompt": prompt,
             "seeds": sorted(int(seed) for seed in samples["seed"].unique()), "per_seed": int(samples["sample"].nunique()),
             "experts_split": "one per seed: seed s forces the experts found on the experts split drawn with s",

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from companion.core.stats import percentile_interval, resample_means
+from companion.core.stats import seed_item_draws
 from companion.steering.experiments import Setup
 from companion.steering.retrieval import embed_languages, forced_hits
 
@@ -40,22 +40,24 @@ def primary_row(runs: dict, pairs: Sequence[tuple[str, str]], layers: Sequence[i
                 seeds: Sequence[int], control: str, selection: str, n_boot: int, seed: int) -> dict:
     """Mean top-1 before and after, ratio and differences with paired intervals over experts-split seeds and sentences.
 
-    Each sentence's hits are averaged over the pairs; the bootstrap draws seeds (shared by before, after and the
-    control) and sentences (shared by the three), so every interval is paired.
+    Each sentence's hits are averaged over the pairs. An interval adds the sentences' part (a bootstrap drawing the
+    same sentences for before, after and the control, so it is paired) and the seeds' part (the spread of the
+    per-seed values, with a t quantile: `SeedItemDraws.interval`).
     """
     at = list(layers).index(layer)
     pre = np.stack([per_sentence(runs, pairs, (s, "experts", k), at, 0) for s in seeds])
     post = np.stack([per_sentence(runs, pairs, (s, "experts", k), at, 1) for s in seeds])
     ctrl = np.stack([per_sentence(runs, pairs, (s, control, k), at, 1) for s in seeds])
-    reps = resample_means({"primary": (pre, post, ctrl)}, n_boot, seed)["primary"]
+    draws = seed_item_draws({"primary": (pre, post, ctrl)}, n_boot, seed)
     return {"layer": layer, "k": k, "selection": selection, "control": control,
             "pairs": [f"{src}→{tgt}" for src, tgt in pairs], "n_eval": pre.shape[1], "seeds": list(seeds),
             "top1_pre": float(pre.mean()), "top1_post": float(post.mean()), "top1_control": float(ctrl.mean()),
             "ratio": float(post.mean() / pre.mean()) if pre.mean() > 0 else None,
-            "ratio_ci": percentile_interval(reps[:, 1] / reps[:, 0]) if (reps[:, 0] > 0).all() else None,
-            "diff": float(post.mean() - pre.mean()), "diff_ci": percentile_interval(reps[:, 1] - reps[:, 0]),
+            "ratio_ci": draws.interval(lambda m: m["primary"][:, 1] / m["primary"][:, 0], log=True),
+            "diff": float(post.mean() - pre.mean()),
+            "diff_ci": draws.interval(lambda m: m["primary"][:, 1] - m["primary"][:, 0], bounds=(-1, 1)),
             "diff_vs_control": float(post.mean() - ctrl.mean()),
-            "diff_vs_control_ci": percentile_interval(reps[:, 1] - reps[:, 2]),
+            "diff_vs_control_ci": draws.interval(lambda m: m["primary"][:, 1] - m["primary"][:, 2], bounds=(-1, 1)),
             "per_seed": [{"seed": int(s), "top1_pre": float(a.mean()), "top1_post": float(b.mean()),
                           "top1_control": float(c.mean())} for s, a, b, c in zip(seeds, pre, post, ctrl)]}
 
@@ -78,9 +80,10 @@ def what_decides(lab: Setup, evaluation: pd.DataFrame, pairs: Sequence[tuple[str
         hits = forced_hits(lab, evaluation, pre, pairs, [layer], k, "experts", s.seed, lab.expertise(site=v.unit_site), v)
         before = np.mean([hits[pair][0][0] for pair in pairs], axis=0)[None]
         after = np.mean([hits[pair][1][0] for pair in pairs], axis=0)[None]
-        reps = resample_means({"choice": (before, after)}, s.n_boot, s.seed)["choice"]
+        draws = seed_item_draws({"choice": (before, after)}, s.n_boot, s.seed)
         rows.append({"choice": name, "top1_pre": float(before.mean()), "top1_post": float(after.mean()),
-                     "diff": float(after.mean() - before.mean()), "diff_ci": percentile_interval(reps[:, 1] - reps[:, 0]),
+                     "diff": float(after.mean() - before.mean()),
+                     "diff_ci": draws.interval(lambda m: m["choice"][:, 1] - m["choice"][:, 0], bounds=(-1, 1)),
                      "change": float(np.mean([hits[pair][2][0] for pair in pairs]))})
     return pd.DataFrame(rows)
 

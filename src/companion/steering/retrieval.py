@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from companion.core.cache import cache_key, cache_root
 from companion.core.files import staged_file
 from companion.core.models import model_identity
-from companion.core.stats import mean_ci, percentile_interval
+from companion.core.stats import maximum_interval, mean_ci
 from companion.steering.alignment import retrieval_hits
 from companion.steering.embeddings import sentence_embeddings, steered_embeddings
 from companion.steering.experiments import Setup
@@ -114,7 +114,8 @@ def best_ratio(runs: dict[tuple[int, str, int], dict], layers: Sequence[int], se
     The maximum ranges over the usable cells (pair, layer, k): those with top-1 above 0 before forcing. Each bootstrap
     replicate resamples the evaluation sentences once (they are aligned: sentence i is the same verse in every pair),
     recomputes every usable cell's ratio of means and takes the largest; a cell whose resampled top-1 before is 0 has
-    no ratio in that replicate and is left out of its maximum. The interval is None if a replicate has no ratio at all.
+    no ratio in that replicate and is left out of its maximum. The interval is the replicates' reflected about the
+    estimate on the log scale (`maximum_interval`); it is None if a replicate has no positive ratio at all.
     """
     cells = [(src, tgt, int(layer), k, before[i], after[i])
              for (run_seed, run_arm, k), hits in runs.items() if run_seed == seed and run_arm == arm and k > 0
@@ -133,7 +134,7 @@ def best_ratio(runs: dict[tuple[int, str, int], dict], layers: Sequence[int], se
     replicate = np.full_like(pre_means, -np.inf)
     np.divide(post_means, pre_means, out=replicate, where=pre_means > 0)
     maxima = replicate.max(axis=0)
-    interval = percentile_interval(maxima) if np.isfinite(maxima).all() else None
+    interval = maximum_interval(maxima, float(ratios.max()), log=True) if (maxima > 0).all() and np.isfinite(maxima).all() else None
     src, tgt, layer, k, before, after = usable[int(np.argmax(ratios))]
     record = {"src": src, "tgt": tgt, "layer": layer, "k": int(k), "top1_pre": float(before.mean()),
               "top1_post": float(after.mean())}
