@@ -33,7 +33,7 @@ GENERALIZATION = {"notebook": "dpo_3_generalization", "profile": "smoke", "param
     "primary": {"settings": ["prompt shift", "response shift", "both"], "seeds": [0, 1, 2], "n_pairs": 600,
                 "gap_mean_ood": 0.01, "gap_mean_ood_ci": [-0.02, 0.04], "gap_max_ood": 0.05, "gap_max_ood_ci": [0.01, 0.09],
                 "id_gap": 0.0, "id_gap_ci": [-0.01, 0.01], "gap_ood_minus_id": 0.01, "gap_ood_minus_id_ci": [-0.03, 0.05],
-                "train_acc_dporm": 0.97, "train_acc_exrm": 0.98}}}
+                "train_acc_dporm": 0.97, "train_acc_exrm": 0.98, "train_gap": 0.01, "train_gap_ci": [-0.02, 0.04]}}}
 FIXTURES = {"steering_4_retrieval": RETRIEVAL, "steering_2_generation": GENERATION, "dpo_3_generalization": GENERALIZATION}
 
 
@@ -254,6 +254,19 @@ def test_paper_b_gets_no_verdict_when_the_models_differ_in_distribution(tmp_path
     write(tmp_path, "dpo_3_generalization", payload)
     mean = row(render(tmp_path), "mean accuracy drop 3%")
     assert "no verdict (premise not met" in mean and not any(f"**{outcome}**" in mean for outcome in OUTCOMES)
+
+
+def test_paper_b_gets_no_verdict_when_the_models_fit_their_training_pairs_unequally(tmp_path: Path) -> None:
+    payload = copy.deepcopy(GENERALIZATION)
+    payload["metrics"]["primary"].update(train_acc_exrm=0.62, train_gap=-0.33, train_gap_ci=[-0.42, -0.23])
+    write(tmp_path, "dpo_3_generalization", payload)
+    page = render(tmp_path)
+    for claim in ("mean accuracy drop 3%", "the drop comes with the shift"):
+        found = row(page, claim)
+        assert "premise not met: the two reward models already differ on their training pairs (gap -0.33" in found
+        assert not any(f"**{outcome}**" in found for outcome in OUTCOMES)
+    write_all(tmp_path)  # the fixture's fit is equal: a verdict again
+    assert any(f"**{outcome}**" in row(render(tmp_path), "mean accuracy drop 3%") for outcome in OUTCOMES)
 
 
 def test_a_maximum_without_a_usable_cell_is_a_row_not_a_failed_build(tmp_path: Path) -> None:
