@@ -146,12 +146,15 @@ def test_cells_that_sample_train_or_load_models_keep_their_progress_off_the_page
                 assert "remove-stderr" in cell["metadata"].get("tags", []), (path.name, source[:80])
 
 
-def test_each_model_keeps_its_best_rate_and_the_smaller_on_ties():
-    from companion.rewards.tuning import chosen_rates, split_validation
+def test_each_model_keeps_the_rate_with_the_lowest_validation_loss():
+    from companion.rewards.tuning import chosen_rates, preference_loss, split_validation
 
     search = pd.DataFrame({"model": ["dporm"] * 3 + ["exrm"] * 3, "learning_rate": [3e-4, 1e-3, 3e-3] * 2,
-                           "val_acc": [0.6, 0.7, 0.7, 0.8, 0.5, 0.6]})
-    assert chosen_rates(search) == {"dporm": 1e-3, "exrm": 3e-4}
+                           "val_loss": [0.69, 0.60, 0.60, 0.70, 0.71, 0.65],
+                           "val_acc": [0.6, 0.7, 0.7, 0.5, 0.5, 0.5]})  # EXRM's accuracy ties: the loss decides
+    assert chosen_rates(search) == {"dporm": 1e-3, "exrm": 3e-3}
+    rewards = np.array([[1.0, 0.0], [0.0, 2.0]])  # margins +1 and -2
+    assert preference_loss(rewards) == pytest.approx(np.mean([np.log1p(np.exp(-1.0)), np.log1p(np.exp(2.0))]))
     fit, val = split_validation(list(range(20)), 0.1)
     assert fit == list(range(18)) and val == [18, 19]
     with pytest.raises(UserError, match="val_fraction"):
