@@ -14,8 +14,9 @@ PAPERS = {"A": "sundar2025steering", "B": "lin2024limited"}
 HOW_TO_READ = (
     "Each row of the first table is one claim of a paper, tested on our *primary analysis*: the layer, the number "
     "and kind of units forced (paper A) and the set of out-of-distribution settings (paper B) are fixed in the "
-    "profile before the run, and every interval is a 95% bootstrap interval recorded by the notebook, paired over "
-    "the same sentences or pairs before and after and resampling seeds too. The verdict says what that interval "
+    "profile before the run, and every interval is a 95% interval recorded by the notebook: a bootstrap over the "
+    "sentences or pairs, paired (the same ones before and after, or for both models), plus the spread over seeds with "
+    "a t quantile, since three seeds are too few to resample. The verdict says what that interval "
     "allows. *Reproduced*: we see the effect in the paper's direction, at the paper's size or larger. *Smaller "
     "effect*: we see the effect, but it is smaller than the paper's. *Inconclusive*: our data cannot tell no effect "
     "from the paper's effect; more sentences, pairs or seeds would be needed. *Not reproduced*: our data are "
@@ -31,15 +32,18 @@ HOW_TO_READ = (
     "7%\" is one): they are exploratory and get no verdict. A claim of a direction only (no size) is reproduced, opposite "
     "or inconclusive, and 'not reproduced' only when the interval ends exactly at no effect (e.g. [-0.25, 0], as a share "
     "that stays at 0 can give): it then excludes every effect in the paper's direction. Paper B's "
-    "row gets no verdict when its premise fails: if the two reward models already differ on in-distribution pairs, an "
-    "out-of-distribution gap does not measure generalisation."
+    "rows get no verdict when their premise fails: if the two reward models already differ on in-distribution pairs "
+    "(their training pairs or the in-distribution test set), an out-of-distribution gap does not measure "
+    "generalisation."
 )
 
 MAXIMA_TEXT = (
     "A maximum taken over many comparisons is biased upward: even units chosen at random can produce a largest "
     "ratio well above 1 somewhere, and the largest of several gaps clears 0 more often than any one gap. Each maximum "
     "is shown beside the same maximum for the control where the notebook records one (as many random units, forced "
-    "the same way); only the gap between the two says something, and it is not tested here."
+    "the same way); only the gap between the two says something, and it is not tested here. The interval of a "
+    "maximum is that of the maximum itself, its bootstrap replicates reflected about the estimate (each replicate's "
+    "maximum is biased upward once more)."
 )
 
 
