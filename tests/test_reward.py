@@ -516,3 +516,12 @@ def test_bfloat16_training_asks_trl_for_mixed_precision_and_is_cached_apart(tmp_
     assert not training.dpo_config(SETTINGS, tmp_path).bf16 and not training.reward_config(SETTINGS, tmp_path).bf16
     for kind in ("dpo", "rm"):
         assert training.model_key(mixed, PAIRS, kind) != training.model_key(SETTINGS, PAIRS, kind)
+
+
+def test_agreement_with_gold_leaves_near_ties_out() -> None:
+    from companion.rewards.iterative import agreement_with_gold
+
+    first = np.array([True, True, False, False])
+    margin = np.array([2.0, -0.1, -1.0, 0.3])  # gold: first wins, (near-tie), second wins, (near-tie)
+    assert agreement_with_gold(first, margin, 0.5).tolist() == [1.0, 1.0]
+    assert agreement_with_gold(first, margin, 0.0).tolist() == [1.0, 0.0, 1.0, 0.0]

@@ -172,6 +172,8 @@ def iterative_round(record: dict) -> BookFigure:
         colours = palette(colour_keys or names)
         for i, name in enumerate(names):
             value, ci = record[key][name], record[f"{key}_ci"][name]
+            if value is None:  # no pair of the round cleared the gold margin
+                continue
             ax.errorbar(i, value, yerr=_interval(value, ci), fmt="o", capsize=4, color=colours[name])
         ax.set_xticks(range(len(names)), [NAMES.get(n, n) for n in names], rotation=15, ha="right")
     axes[0].axhline(0.5, color="grey", linestyle=":", label="chance")

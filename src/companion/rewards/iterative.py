@@ -1,7 +1,8 @@
 """One round of iterative DPO, as Lin et al. motivate: each reward model labels fresh samples of the policy.
 
 The trained DPO policy (first seed) writes two endings for new prompts; DPORM and EXRM each say which ending is
-better, and their agreement with the gold labeller is measured. Each labeller's pairs are added to the training pairs
+better, and their agreement with the gold labeller is measured on the pairs whose gold margin is at least the test
+sets' `min_margin` (near-ties are a coin toss for any labeller). Each labeller's pairs are added to the training pairs
 and a next policy is trained by DPO on them; the gold reward of that policy's samples on held-out prompts (log-odds
 of the target sentiment) says which labeller makes the better next policy.
 
@@ -41,13 +42,15 @@ from companion.rewards.training import TrainSettings, trained_folder, trained_mo
 
 @dataclass(frozen=True)
 class RoundSettings:
-    """Prompts labelled in the round, held-out prompts for the gold reward, and how endings are sampled."""
+    """Prompts labelled in the round, held-out prompts for the gold reward, how endings are sampled, and the least gold
+    margin of a pair on which agreement with gold is measured (the test sets' `min_margin`)."""
 
     n_prompts: int = 128
     n_eval: int = 64
     prompt_words: int = 8
     max_new_tokens: int = 24
     seed: int = 0
+    min_margin: float = 0.0
 
 
 def merged_policy(s: TrainSettings, pairs: list[Pair]) -> str:
@@ -87,6 +90,13 @@ def aligned_gold(gold: GoldLabeller, samples: list[list[str]], signs: np.ndarray
     return scores.mean(axis=1) * signs
 
 
+def agreement_with_gold(first: np.ndarray, gold_margin: np.ndarray, min_margin: float) -> np.ndarray:
+    """Per pair whose gold margin (first ending minus second, towards the target) is at least min_margin in size: 1.0
+    where the labeller's winner is gold's. Near-ties say little about a labeller and are left out, as in the test sets."""
+    clear = np.abs(gold_margin) >= min_margin
+    return (first == (gold_margin > 0))[clear].astype(float)
+
+
 def relabelled(fit_pairs: list[Pair], pairs: list[Pair], first: np.ndarray) -> list[Pair]:
     """The training pairs plus the round's pairs, each oriented as a labeller says (first: the first ending wins)."""
     return fit_pairs + [p if f else {**p, "chosen": p["rejected"], "rejected": p["chosen"]} for p, f in zip(pairs, first)]
@@ -109,11 +119,10 @@ def iterative_round(s: TrainSettings, fit_pairs: list[Pair], gold: GoldLabeller,
     models = trained_models(s, fit_pairs)
     ref = cached_reference_logps(models, pairs, s.max_length)
     gold_margin = gold.reward([p["chosen"] for p in pairs]) - gold.reward([p["rejected"] for p in pairs])
-    gold_first = signs[keep] * gold_margin > 0
     agree, firsts = {}, {}
     for labeller, rewards in score_models(models, pairs, ref, s.beta, s.max_length).items():
         firsts[labeller] = rewards[:, 0] > rewards[:, 1]
-        agree[labeller] = (firsts[labeller] == gold_first).astype(float)
+        agree[labeller] = agreement_with_gold(firsts[labeller], signs[keep] * gold_margin, r.min_margin)
     following = next_settings(s, len(fit_pairs) + len(pairs))
     eval_prompts, eval_signs = round_prompts(r.n_eval, r, test=True)
     policies = {"policy": merged_policy(s, fit_pairs),
@@ -121,13 +130,17 @@ def iterative_round(s: TrainSettings, fit_pairs: list[Pair], gold: GoldLabeller,
                    for name in ("dporm", "exrm")}}
     reward = {name: aligned_gold(gold, _samples(folder, eval_prompts, r, s.precision), eval_signs)
               for name, folder in policies.items()}
-    reps = resample_means({"agreement": tuple(a[None] for a in agree.values()),
-                           "gold": tuple(v[None] for v in reward.values())}, n_boot=n_boot, seed=r.seed)
-    return {"n_pairs": len(pairs), "n_eval": len(eval_prompts),
+    n_clear = len(next(iter(agree.values()), []))
+    groups = {"gold": tuple(v[None] for v in reward.values())}
+    if n_clear:  # no pair clears the margin (a tiny round): no agreement to measure
+        groups["agreement"] = tuple(a[None] for a in agree.values())
+    reps = resample_means(groups, n_boot=n_boot, seed=r.seed)
+    return {"n_pairs": len(pairs), "n_eval": len(eval_prompts), "n_agreement": n_clear, "min_margin": r.min_margin,
             "n_labelled_differently": int((firsts["dporm"] != firsts["exrm"]).sum()) if pairs else 0,
             "next_steps": following.steps, "next_pairs": len(fit_pairs) + len(pairs),
-            "agreement": {k: float(v.mean()) for k, v in agree.items()},
-            "agreement_ci": {k: list(percentile_interval(reps["agreement"][:, i])) for i, k in enumerate(agree)},
+            "agreement": {k: float(v.mean()) if n_clear else None for k, v in agree.items()},
+            "agreement_ci": {k: list(percentile_interval(reps["agreement"][:, i])) if n_clear else None
+                             for i, k in enumerate(agree)},
             "gold_reward": {k: float(v.mean()) for k, v in reward.items()},
             "gold_reward_ci": {k: list(percentile_interval(reps["gold"][:, i])) for i, k in enumerate(reward)}}
 
@@ -149,7 +162,8 @@ def labelling_note(record: dict) -> str:
 
 def round_table(record: dict) -> pd.DataFrame:
     """The round's two questions as a table: agreement with gold per labeller, gold reward per policy."""
-    rows = [{"quantity": f"agreement with gold, {k.upper()}", "value": round(v, 3),
+    rows = [{"quantity": f"agreement with gold, {k.upper()} ({record['n_agreement']} pairs whose gold margin is at least "
+                         f"{record['min_margin']:g})", "value": None if v is None else round(v, 3),
              "95% interval": format_interval(record["agreement_ci"][k])} for k, v in record["agreement"].items()]
     rows += [{"quantity": f"gold reward of samples, {k}", "value": round(v, 3),
               "95% interval": format_interval(record["gold_reward_ci"][k])} for k, v in record["gold_reward"].items()]
