@@ -179,3 +179,16 @@ def test_gap_figure_names_sets_on_the_y_axis_and_keeps_the_legend_off_the_data(w
     anchor = ax.get_legend().get_bbox_to_anchor().transformed(ax.transAxes.inverted())
     assert anchor.x0 >= 1.0, "the legend sits to the right of the data"
     assert ("grey band" in figure.caption) == with_ood, "the caption mentions the band only when it is drawn"
+
+
+def test_fit_note_says_when_neither_model_beats_chance_in_distribution():
+    held = {"name": "in-distribution", "shift": "id", "dporm_acc": 0.53, "dporm_ci": [0.47, 0.59],
+            "exrm_acc": 0.49, "exrm_ci": [0.43, 0.55]}
+    fit = {"name": "training pairs", "shift": "train", "dporm_acc": 0.95, "dporm_ci": [0.9, 0.99],
+           "exrm_acc": 0.62, "exrm_ci": [0.54, 0.71]}
+    note = gen.fit_note([fit, held])
+    assert "DPORM ranks 0.530 [0.470, 0.590] correctly, not distinguishable from chance" in note
+    assert "they reach 0.950 and 0.620" in note and "two rankers at chance" in note
+    learned = gen.fit_note([fit, {**held, "exrm_acc": 0.7, "exrm_ci": [0.64, 0.76]}])
+    assert "EXRM 0.700 [0.640, 0.760], above chance" in learned and "at chance" not in learned
+    assert gen.fit_note([held]) == ""

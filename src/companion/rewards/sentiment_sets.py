@@ -45,7 +45,8 @@ SPECS = {spec.name: spec for spec in (
             "should rank well if they learned the preference."),
     SetSpec("rt-prompts", "prompt", "rotten_tomatoes", "policy",
             "Openings of Rotten Tomatoes critic snippets (short, lower-cased, spaces around punctuation) instead of "
-            "IMDB user reviews; the endings are still sampled from the policy. Only the prompt's domain moves."),
+            "IMDB user reviews; the endings are still sampled from the policy, which follows the critics' style, so "
+            "the endings move with the prompts: a prompt shift and what it brings about in the responses."),
     SetSpec("gemma-responses", "response", "imdb", "other",
             "IMDB openings as in training, but both endings sampled from Gemma 3 270M instead of the policy "
             "that wrote the training endings: the responses come from another generator."),
