@@ -16,7 +16,11 @@ from companion.publish.verdicts import OUTCOMES, RULE
 RETRIEVAL = {"notebook": "steering_4_retrieval", "profile": "default", "parameters": {}, "provenance": {}, "metrics": {
     "primary": {"layer": 9, "k": 100, "selection": "experts", "pairs": ["en→de", "de→en"], "n_eval": 500,
                 "seeds": [0, 1, 2], "top1_pre": 0.40, "top1_post": 0.62, "ratio": 1.55, "ratio_ci": [1.30, 1.85],
-                "diff": 0.22, "diff_ci": [0.15, 0.29], "diff_vs_control": 0.18, "diff_vs_control_ci": [0.10, 0.26]},
+                "diff": 0.22, "diff_ci": [0.15, 0.29], "diff_vs_control": 0.18, "diff_vs_control_ci": [0.10, 0.26],
+                "center": False,
+                "other_centring": {"center": True, "n_eval": 500, "top1_pre": 0.55, "top1_post": 0.57, "ratio": 1.04,
+                                   "ratio_ci": [0.98, 1.1], "diff": 0.02, "diff_ci": [-0.03, 0.07],
+                                   "diff_vs_control": 0.01, "diff_vs_control_ci": [-0.05, 0.07]}},
     "exploratory": {
         "best_ratio": {"ratio": 33.0, "ratio_ci": [0.9, None], "cells": 24,
                        "record": {"src": "en", "tgt": "vi", "layer": 3, "k": 800, "top1_pre": 0.005, "top1_post": 0.165}},
@@ -71,6 +75,7 @@ def test_primary_rows_carry_recorded_paired_intervals_and_verdicts(tmp_path: Pat
     assert "1.55 [1.3, 1.85]" in ratio and "**smaller effect**" in ratio and "| 2 × top-1 |" in ratio
     assert "layer 9, k=100 units (experts), 2 ordered language pairs, 500 sentences, 3 seeds" in ratio
     assert "0.4 → 0.62" in ratio and "| default |" in ratio
+    assert "beside it, the embeddings centred (the same runs): top-1 0.55 → 0.57, 1.04 [0.98, 1.1]" in ratio
     assert "**reproduced**" in row(page, "top-1 accuracy rises") and "| Δ top-1 > 0 (direction only) |" in page
     assert "**reproduced**" in row(page, "as many random units are forced")
     assert "**reproduced**" in row(page, "compared with no forcing", "**ru**")

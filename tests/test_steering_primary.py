@@ -26,7 +26,8 @@ def fake_runs(rng: np.random.Generator, seeds: list[int], n: int) -> dict:
     before = {pair: rng.random((2, n)) < 0.4 for pair in PAIRS}
     for seed in seeds:
         for arm, p in (("experts", 0.6), ("random-target", 0.45)):
-            runs[(seed, arm, 8)] = {pair: (before[pair], rng.random((2, n)) < p, np.zeros(2)) for pair in PAIRS}
+            runs[(seed, arm, 8)] = {pair: (before[pair], rng.random((2, n)) < p, np.zeros(2), ~before[pair],
+                                           rng.random((2, n)) < p) for pair in PAIRS}
     return runs
 
 
@@ -39,6 +40,15 @@ def test_primary_row_pools_pairs_per_sentence_and_pairs_its_intervals() -> None:
     assert row["top1_pre"] == pytest.approx(pre.mean()) and row["top1_post"] == pytest.approx(post.mean())
     assert row["ratio"] == pytest.approx(post.mean() / pre.mean())
     assert row["diff_ci"] == pytest.approx(direct_seed_item_interval(pre, post, 200, 5))
+    other = row["other_centring"]  # the same runs' hits with the other centring (the last two of each run's hits)
+    other_pre = np.stack([np.mean([runs[(s, "experts", 8)][p][3][1] for p in PAIRS], axis=0) for s in range(3)])
+    other_post = np.stack([np.mean([runs[(s, "experts", 8)][p][4][1] for p in PAIRS], axis=0) for s in range(3)])
+    assert row["center"] is False and other["center"] is True
+    assert other["top1_pre"] == pytest.approx(other_pre.mean()) and other["top1_post"] == pytest.approx(other_post.mean())
+    assert other["diff_ci"] == pytest.approx(direct_seed_item_interval(other_pre, other_post, 200, 5))
+    table = primary.centring_table(row)
+    assert table.loc["off", "top1_pre"] == row["top1_pre"] and table.loc["on", "top1_post"] == other["top1_post"]
+    assert "With the embeddings centred" in primary.sentence(row)
     assert row["pairs"] == ["en→fr", "fr→en"] and row["n_eval"] == 30 and row["seeds"] == [0, 1, 2]
     assert row["diff_ci"][0] <= row["diff"] <= row["diff_ci"][1]
     assert set(row) >= {"layer", "k", "selection", "ratio_ci", "diff_vs_control", "diff_vs_control_ci"}

@@ -66,7 +66,7 @@ def _retrieval_setting(primary: Fields) -> str:
     """The primary retrieval analysis as fixed in the profile."""
     return (f"layer {primary.integer('layer')}, k={primary.integer('k')} units ({primary.text('selection')}), "
             f"{primary.count('pairs')} ordered language pairs, {primary.integer('n_eval')} sentences, "
-            f"{counted(primary.count('seeds'), 'seed')}; paired bootstrap over seeds and sentences")
+            f"{counted(primary.count('seeds'), 'seed')}; paired bootstrap over sentences, t over seeds")
 
 
 def _retrieval(key: str, what: str) -> Callable[[Fields], list[Row]]:
@@ -75,7 +75,11 @@ def _retrieval(key: str, what: str) -> Callable[[Fields], list[Row]]:
         """The statistic with its interval, and top-1 before → after."""
         primary = metrics.child("primary")
         pre, post = primary.number("top1_pre"), primary.number("top1_post")
-        return [Row(primary.estimate(key), f"{what}; mean top-1 {fmt(pre)} → {fmt(post)}; {_retrieval_setting(primary)}")]
+        other = primary.child("other_centring")
+        beside = (f"; beside it, the embeddings {'centred' if other.raw('center') else 'not centred'} (the same runs): "
+                  f"top-1 {fmt(other.number('top1_pre'))} → {fmt(other.number('top1_post'))}, {fmt_ci(other.estimate(key))}")
+        return [Row(primary.estimate(key), f"{what}; mean top-1 {fmt(pre)} → {fmt(post)}; {_retrieval_setting(primary)}"
+                    + beside)]
     return extract
 
 

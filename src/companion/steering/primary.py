@@ -37,20 +37,31 @@ def per_sentence(runs: dict, pairs: Sequence[tuple[str, str]], key: tuple[int, s
 
 
 def primary_row(runs: dict, pairs: Sequence[tuple[str, str]], layers: Sequence[int], layer: int, k: int,
-                seeds: Sequence[int], control: str, selection: str, n_boot: int, seed: int) -> dict:
+                seeds: Sequence[int], control: str, selection: str, n_boot: int, seed: int, center: bool = False) -> dict:
     """Mean top-1 before and after, ratio and differences with paired intervals over experts-split seeds and sentences.
 
     Each sentence's hits are averaged over the pairs. An interval adds the sentences' part (a bootstrap drawing the
     same sentences for before, after and the control, so it is paired) and the seeds' part (the spread of the
-    per-seed values, with a t quantile: `SeedItemDraws.interval`).
+    per-seed values, with a t quantile: `SeedItemDraws.interval`). `other_centring` is the same row with the
+    embeddings centred if `center` is off (and not centred if it is on), from the same runs: centring is reported
+    both ways.
     """
     at = list(layers).index(layer)
-    pre = np.stack([per_sentence(runs, pairs, (s, "experts", k), at, 0) for s in seeds])
-    post = np.stack([per_sentence(runs, pairs, (s, "experts", k), at, 1) for s in seeds])
-    ctrl = np.stack([per_sentence(runs, pairs, (s, control, k), at, 1) for s in seeds])
-    draws = seed_item_draws({"primary": (pre, post, ctrl)}, n_boot, seed)
     return {"layer": layer, "k": k, "selection": selection, "control": control,
-            "pairs": [f"{src}→{tgt}" for src, tgt in pairs], "n_eval": pre.shape[1], "seeds": list(seeds),
+            "pairs": [f"{src}→{tgt}" for src, tgt in pairs], "seeds": list(seeds), "center": center,
+            **_estimates(runs, pairs, k, at, seeds, control, (0, 1), n_boot, seed),
+            "other_centring": {"center": not center, **_estimates(runs, pairs, k, at, seeds, control, (3, 4), n_boot, seed)}}
+
+
+def _estimates(runs: dict, pairs: Sequence[tuple[str, str]], k: int, at: int, seeds: Sequence[int], control: str,
+               sides: tuple[int, int], n_boot: int, seed: int) -> dict:
+    """Top-1 before, after and under the control, ratio and differences with their intervals, from one centring's
+    hits (sides: the indices of before and after in each run's hits)."""
+    pre = np.stack([per_sentence(runs, pairs, (s, "experts", k), at, sides[0]) for s in seeds])
+    post = np.stack([per_sentence(runs, pairs, (s, "experts", k), at, sides[1]) for s in seeds])
+    ctrl = np.stack([per_sentence(runs, pairs, (s, control, k), at, sides[1]) for s in seeds])
+    draws = seed_item_draws({"primary": (pre, post, ctrl)}, n_boot, seed)
+    return {"n_eval": pre.shape[1],
             "top1_pre": float(pre.mean()), "top1_post": float(post.mean()), "top1_control": float(ctrl.mean()),
             "ratio": float(post.mean() / pre.mean()) if pre.mean() > 0 else None,
             "ratio_ci": draws.interval(lambda m: m["primary"][:, 1] / m["primary"][:, 0], log=True),
@@ -95,4 +106,23 @@ def sentence(row: dict) -> str:
             f"and {len(row['seeds'])} experts-split seeds goes from {row['top1_pre']:.3f} to {row['top1_post']:.3f} "
             f"(ratio {ratio}; difference {row['diff']:+.3f}, 95% CI {row['diff_ci'][0]:+.3f} to {row['diff_ci'][1]:+.3f}); "
             f"against the {row['control']} control the difference is {row['diff_vs_control']:+.3f} "
-            f"(95% CI {row['diff_vs_control_ci'][0]:+.3f} to {row['diff_vs_control_ci'][1]:+.3f}).")
+            f"(95% CI {row['diff_vs_control_ci'][0]:+.3f} to {row['diff_vs_control_ci'][1]:+.3f}). "
+            + _centring_sentence(row["other_centring"]))
+
+
+def _centring_sentence(other: dict) -> str:
+    """The primary row's numbers with the other centring, in one sentence."""
+    how = "centred (the mean embedding of each side subtracted)" if other["center"] else "not centred"
+    return (f"With the embeddings {how}, from the same runs, top-1 goes from {other['top1_pre']:.3f} to "
+            f"{other['top1_post']:.3f} (difference {other['diff']:+.3f}, 95% CI {other['diff_ci'][0]:+.3f} to "
+            f"{other['diff_ci'][1]:+.3f}; against the control {other['diff_vs_control']:+.3f}, 95% CI "
+            f"{other['diff_vs_control_ci'][0]:+.3f} to {other['diff_vs_control_ci'][1]:+.3f}).")
+
+
+def centring_table(row: dict) -> pd.DataFrame:
+    """The primary row's estimates both ways, embeddings not centred and centred (a row each)."""
+    keys = ["top1_pre", "top1_post", "top1_control", "ratio", "ratio_ci", "diff", "diff_ci", "diff_vs_control",
+            "diff_vs_control_ci"]
+    ways = {row["center"]: row, row["other_centring"]["center"]: row["other_centring"]}
+    return pd.DataFrame([{"centring": "on" if center else "off", **{key: ways[center][key] for key in keys}}
+                         for center in (False, True)]).set_index("centring")

@@ -18,9 +18,10 @@ from companion.steering.embeddings import sentence_embeddings, steered_embedding
 from companion.steering.experiments import Setup
 from companion.steering.settings import SteeringSettings
 
-# Hits of one ordered pair: before and after (layers x sentences, bool), and the forcing's relative change of the
-# source embeddings (per layer: mean over sentences of |after - before| / |before|).
-PairHits = tuple[np.ndarray, np.ndarray, np.ndarray]
+# Hits of one ordered pair: before and after (layers x sentences, bool), the forcing's relative change of the
+# source embeddings (per layer: mean over sentences of |after - before| / |before|), then before and after with the
+# other centring (centred if the settings do not centre, and the reverse), which costs no forward pass.
+PairHits = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
 def embed_languages(lab: Setup, evaluation: pd.DataFrame, layers: Sequence[int],
@@ -76,10 +77,12 @@ def forced_hits(lab: Setup, evaluation: pd.DataFrame, pre: dict[str, np.ndarray]
                                   skip_special=s.skip_special) if k > 0 else {}
         for src in sources:
             a, b = post.get(src, pre[src]), post.get(tgt, pre[tgt])
-            before = np.stack([retrieval_hits(pre[src][i], pre[tgt][i], 1, s.center) for i in range(len(layers))])
-            after = np.stack([retrieval_hits(a[i], b[i], 1, s.center) for i in range(len(layers))])
+            before, before_other = (np.stack([retrieval_hits(pre[src][i], pre[tgt][i], 1, center) for i in range(len(layers))])
+                                    for center in (s.center, not s.center))
+            after, after_other = (np.stack([retrieval_hits(a[i], b[i], 1, center) for i in range(len(layers))])
+                                  for center in (s.center, not s.center))
             change = np.linalg.norm(a - pre[src], axis=-1) / np.clip(np.linalg.norm(pre[src], axis=-1), 1e-12, None)
-            found[(src, tgt)] = (before, after, change.mean(axis=1))
+            found[(src, tgt)] = (before, after, change.mean(axis=1), before_other, after_other)
     return found
 
 
@@ -95,7 +98,7 @@ def sweep_frame(runs: dict[tuple[int, str, int], dict], layers: Sequence[int], s
     rows = [{"src": src, "tgt": tgt, "layer": int(layer), "k": k, "selection": arm,
              "top1_pre": float(before[i].mean()), "top1_post": float(after[i].mean()), "change": float(change[i])}
             for (run_seed, arm, k), hits in runs.items() if run_seed == seed
-            for (src, tgt), (before, after, change) in hits.items() for i, layer in enumerate(layers)]
+            for (src, tgt), (before, after, change, *_) in hits.items() for i, layer in enumerate(layers)]
     frame = pd.DataFrame(rows)
     return frame.assign(ratio=frame["top1_post"] / frame["top1_pre"].where(frame["top1_pre"] > 0))
 
@@ -119,7 +122,7 @@ def best_ratio(runs: dict[tuple[int, str, int], dict], layers: Sequence[int], se
     """
     cells = [(src, tgt, int(layer), k, before[i], after[i])
              for (run_seed, run_arm, k), hits in runs.items() if run_seed == seed and run_arm == arm and k > 0
-             for (src, tgt), (before, after, _) in hits.items() for i, layer in enumerate(layers)]
+             for (src, tgt), (before, after, *_) in hits.items() for i, layer in enumerate(layers)]
     usable = [cell for cell in cells if cell[4].mean() > 0]
     if not usable:
         return {"ratio": None, "ratio_ci": None, "record": None, "cells": 0}
