@@ -120,12 +120,14 @@ def check_languages(languages: list[str]) -> list[str]:
 
 
 
-VERSIFICATION = re.compile(r"\s*\(\d+:\d+\)\s*")  # "(8:14)": where a version's numbering differs from the KJV's
+# "(8:14)", "(63:19b)": where a version's numbering differs from the KJV's (a letter names part of a verse)
+VERSIFICATION = re.compile(r"\s*\(\d+:\d+[a-z]?\)\s*")
 
 
 
 def strip_markers(text: str) -> str:
-    """A verse without versification markers such as "(8:14)", which would be identical across translations."""
+    """A verse without versification markers such as "(8:14)" or "(63:19b)", which would be identical across
+    translations."""
     return " ".join(VERSIFICATION.sub(" ", text).split())
 
 
