@@ -192,3 +192,24 @@ def test_fit_note_says_when_neither_model_beats_chance_in_distribution():
     learned = gen.fit_note([fit, {**held, "exrm_acc": 0.7, "exrm_ci": [0.64, 0.76]}])
     assert "EXRM 0.700 [0.640, 0.760], above chance" in learned and "at chance" not in learned
     assert gen.fit_note([held]) == ""
+
+
+def test_primary_records_the_training_pairs_gap_with_its_interval():
+    frame = synthetic_frame()
+    train = frame[frame["set"] == "a"].assign(set="training pairs", shift="train")
+    train.loc[(train["model"] == "exrm") & (train["item"] < 2), "correct"] = 0.0  # EXRM fits 2 of 4 training pairs
+    primary = gen.primary(pd.concat([frame, train], ignore_index=True), ["b", "c"], n_boot=200)
+    assert primary["train_acc_dporm"] == 1.0 and primary["train_acc_exrm"] == 0.5
+    assert primary["train_gap"] == pytest.approx(-0.5)
+    assert primary["train_gap_ci"][0] <= -0.5 <= primary["train_gap_ci"][1]
+    assert primary["id_gap"] == 0.0  # the training pairs are not a test set
+
+
+def test_search_note_says_whether_the_chosen_loss_beats_no_preference():
+    from companion.rewards.tuning import search_note
+
+    search = pd.DataFrame({"model": ["dporm", "exrm"], "learning_rate": [1e-3, 3e-4], "val_loss": [0.6, 0.71],
+                           "val_acc": [0.7, 0.46]})
+    note = search_note(search, {"dporm": 1e-3, "exrm": 3e-4})
+    assert "DPORM keeps 0.001 (validation loss 0.600, below log 2" in note
+    assert "EXRM keeps 0.0003 (validation loss 0.710, not below log 2" in note

@@ -115,3 +115,44 @@ def test_one_seed_leaves_the_seed_part_out() -> None:
     estimate = post.mean() - pre.mean()
     assert draws.interval(lambda m: m["x"][:, 1] - m["x"][:, 0]) == pytest.approx((estimate - 1.959964 * se,
                                                                                     estimate + 1.959964 * se))
+
+
+def test_a_ratio_interval_is_made_on_the_log_scale() -> None:
+    rng = np.random.default_rng(5)
+    pre, post = rng.random((3, 30)) + 0.5, rng.random((3, 30)) + 0.8
+    got = seed_item_draws({"x": (pre, post)}, n_boot=200, seed=2).interval(lambda m: m["x"][:, 1] / m["x"][:, 0], log=True)
+    items = np.random.default_rng(2).integers(0, 30, size=(200, 30))
+    reps = np.log([post[:, i].mean() / pre[:, i].mean() for i in items])
+    per_seed = np.log(post.mean(axis=1) / pre.mean(axis=1))
+    v_items, v_seeds = reps.var(ddof=1), per_seed.var(ddof=1) / 3
+    dof = (v_items + v_seeds) ** 2 / (v_seeds ** 2 / 2)
+    centre, half = np.log(post.mean() / pre.mean()), student_t.ppf(0.975, dof) * np.sqrt(v_items + v_seeds)
+    assert got == pytest.approx((np.exp(centre - half), np.exp(centre + half)))
+
+
+def test_nested_samples_take_the_seed_spread_but_never_less_than_the_samples() -> None:
+    rng = np.random.default_rng(6)
+    shares = (rng.random((3, 11)) < np.array([[0.2], [0.6], [0.9]])).astype(float)  # seeds disagree: their spread rules
+    got = seed_item_draws({"x": (shares,)}, n_boot=300, seed=1, nested=True).interval(lambda m: m["x"][:, 0])
+    per_seed = shares.mean(axis=1)
+    half = student_t.ppf(0.975, 2) * per_seed.std(ddof=1) / np.sqrt(3)
+    assert got == pytest.approx((shares.mean() - half, shares.mean() + half))
+    same = np.tile((np.arange(11) % 2).astype(float), (3, 1))  # three identical seeds: no spread, the samples' part
+    low, high = seed_item_draws({"x": (same,)}, n_boot=300, seed=1, nested=True).interval(lambda m: m["x"][:, 0])
+    assert low < same.mean() < high
+
+
+def test_seed_item_interval_covers_when_seeds_vary_and_the_seed_bootstrap_does_not() -> None:
+    """Crossed design (the same items under every seed), a large seed effect: 3 seeds drawn from their population."""
+    rng = np.random.default_rng(0)
+    covered = {"seed-item": 0, "seed bootstrap": 0}
+    for trial in range(80):
+        items = rng.normal(0.05, 0.1, size=60)
+        values = items[None, :] + rng.normal(0, 0.1, size=(3, 1)) + rng.normal(0, 0.1, size=(3, 60))
+        groups = {"x": (np.zeros((3, 60)), values)}
+        low, high = seed_item_draws(groups, n_boot=200, seed=trial).interval(lambda m: m["x"][:, 1] - m["x"][:, 0])
+        covered["seed-item"] += low <= 0.05 <= high
+        reps = resample_means(groups, n_boot=200, seed=trial)["x"]
+        low, high = percentile_interval(reps[:, 1] - reps[:, 0])
+        covered["seed bootstrap"] += low <= 0.05 <= high
+    assert covered["seed-item"] >= 70 and covered["seed bootstrap"] <= covered["seed-item"] - 6  # 74 and 66 of 80

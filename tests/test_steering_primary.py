@@ -49,6 +49,9 @@ def test_primary_row_pools_pairs_per_sentence_and_pairs_its_intervals() -> None:
     table = primary.centring_table(row)
     assert table.loc["off", "top1_pre"] == row["top1_pre"] and table.loc["on", "top1_post"] == other["top1_post"]
     assert "With the embeddings centred" in primary.sentence(row)
+    flipped = primary.primary_row(runs, PAIRS, [4, 9], 9, 8, [0, 1, 2], "random-target", "top_bottom", 200, 5, center=True)
+    assert flipped["center"] is True and flipped["other_centring"]["center"] is False  # labels follow the setting
+    assert primary.centring_table(flipped).loc["off", "top1_pre"] == pytest.approx(other_pre.mean())
     assert row["pairs"] == ["en→fr", "fr→en"] and row["n_eval"] == 30 and row["seeds"] == [0, 1, 2]
     assert row["diff_ci"][0] <= row["diff"] <= row["diff_ci"][1]
     assert set(row) >= {"layer", "k", "selection", "ratio_ci", "diff_vs_control", "diff_vs_control_ci"}

@@ -83,17 +83,27 @@ def maximum_interval(replicates: np.ndarray, estimate: float, level: float = 0.9
 
 @dataclass(frozen=True)
 class SeedItemDraws:
-    """Means of paired (seeds x items) arrays three ways: overall, per seed, and over item-bootstrap replicates."""
+    """Means of paired (seeds x items) arrays three ways: overall, per seed, and over item-bootstrap replicates.
+
+    Crossed (the default): item i is the same sentence or pair under every seed. Nested: item i of one seed has nothing
+    to do with item i of another (e.g. samples drawn with each seed).
+    """
 
     overall: dict[str, np.ndarray]  # group -> (1, arrays): every seed and item
     per_seed: dict[str, np.ndarray]  # group -> (seeds, arrays): every item of one seed
     items: dict[str, np.ndarray]  # group -> (n_boot, arrays): every seed, items resampled (one draw per group)
+    nested: bool = False
 
     def interval(self, statistic: Statistic, level: float = 0.95, log: bool = False,
                  bounds: tuple[float, float] = (-np.inf, np.inf)) -> tuple[float, float] | None:
-        """The statistic's interval: its variance over item replicates plus the variance of its mean over seeds
-        (per-seed spread / seeds), with a t quantile on Welch-Satterthwaite degrees of freedom (the seed part has
-        seeds - 1); clipped to `bounds`. With `log`, for a ratio, on the log scale (None if a value is not positive).
+        """The statistic's 95% (`level`) interval, clipped to `bounds`; with `log`, for a ratio, on the log scale (None
+        if a value is not positive).
+
+        Crossed: its variance over item replicates plus the variance of its mean over seeds (per-seed spread / seeds),
+        with a t quantile on Welch-Satterthwaite degrees of freedom (the seed part has seeds - 1). The seed-by-item
+        interaction enters both parts, so the interval is somewhat conservative (at most by the seed part's share).
+        Nested: the per-seed spread / seeds alone already holds all the variance of the mean (t on seeds - 1), but it is
+        never taken below the item part, the within-seed sampling variance, which three seeds can underestimate.
 
         Resampling 3 seeds with replacement is too coarse: the bootstrap's seed part then spans about the range of
         the 3 values, which holds the mean only about 75% of the time. With one seed the seed part is unknown and left
@@ -108,8 +118,11 @@ class SeedItemDraws:
         n_seeds = len(per_seed)
         v_items = float(np.var(items, ddof=1))
         v_seeds = float(np.var(per_seed, ddof=1)) / n_seeds if n_seeds > 1 else 0.0
-        total = v_items + v_seeds
-        dof = total ** 2 / (v_seeds ** 2 / (n_seeds - 1)) if v_seeds > 0 else np.inf
+        if self.nested:
+            total, dof = (v_seeds, n_seeds - 1) if v_seeds >= v_items and v_seeds > 0 else (v_items, np.inf)
+        else:
+            total = v_items + v_seeds
+            dof = total ** 2 / (v_seeds ** 2 / (n_seeds - 1)) if v_seeds > 0 else np.inf
         half = float(student_t.ppf(0.5 + level / 2, dof)) * np.sqrt(total)
         low, high = estimate[0] - half, estimate[0] + half
         if log:
@@ -117,9 +130,11 @@ class SeedItemDraws:
         return (float(max(low, bounds[0])), float(min(high, bounds[1])))
 
 
-def seed_item_draws(groups: dict[str, tuple[np.ndarray, ...]], n_boot: int = 1000, seed: int = 0) -> SeedItemDraws:
-    """The means `SeedItemDraws.interval` needs, from paired (seeds x items) arrays per group (as `resample_means`)."""
+def seed_item_draws(groups: dict[str, tuple[np.ndarray, ...]], n_boot: int = 1000, seed: int = 0,
+                    nested: bool = False) -> SeedItemDraws:
+    """The means `SeedItemDraws.interval` needs, from paired (seeds x items) arrays per group (as `resample_means`);
+    `nested` when item i of one seed is unrelated to item i of another."""
     stacked = {name: np.stack([np.asarray(a, dtype=np.float64) for a in arrays], axis=-1) for name, arrays in groups.items()}
     return SeedItemDraws(overall={name: a.mean(axis=(0, 1))[None] for name, a in stacked.items()},
                          per_seed={name: a.mean(axis=1) for name, a in stacked.items()},
-                         items=resample_means(groups, n_boot, seed, resample_seeds=False))
+                         items=resample_means(groups, n_boot, seed, resample_seeds=False), nested=nested)

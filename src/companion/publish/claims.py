@@ -14,7 +14,7 @@ PAPERS = {"A": "sundar2025steering", "B": "lin2024limited"}
 HOW_TO_READ = (
     "Each row of the first table is one claim of a paper, tested on our *primary analysis*: the layer, the number "
     "and kind of units forced (paper A) and the set of out-of-distribution settings (paper B) are fixed in the "
-    "profile before the run, and every interval is a 95% interval recorded by the notebook: a bootstrap over the "
+    "profile before the run, and every interval in it is a 95% interval recorded by the notebook: a bootstrap over the "
     "sentences or pairs, paired (the same ones before and after, or for both models), plus the spread over seeds with "
     "a t quantile, since three seeds are too few to resample. The verdict says what that interval "
     "allows. *Reproduced*: we see the effect in the paper's direction, at the paper's size or larger. *Smaller "
@@ -34,7 +34,8 @@ HOW_TO_READ = (
     "that stays at 0 can give): it then excludes every effect in the paper's direction. Paper B's "
     "rows get no verdict when their premise fails: if the two reward models already differ on in-distribution pairs "
     "(their training pairs or the in-distribution test set), an out-of-distribution gap does not measure "
-    "generalisation."
+    "generalisation. A premise that passes means only that no difference was detected, not that the fits are shown "
+    "equal."
 )
 
 MAXIMA_TEXT = (
@@ -43,7 +44,8 @@ MAXIMA_TEXT = (
     "is shown beside the same maximum for the control where the notebook records one (as many random units, forced "
     "the same way); only the gap between the two says something, and it is not tested here. The interval of a "
     "maximum is that of the maximum itself, its bootstrap replicates reflected about the estimate (each replicate's "
-    "maximum is biased upward once more)."
+    "maximum is biased upward once more). Paper A's maximum is over one seed; paper B's bootstrap draws its three seeds "
+    "with replacement, which understates their spread, so read these intervals as rough."
 )
 
 

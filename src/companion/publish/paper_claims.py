@@ -110,7 +110,7 @@ def _dpo_gap(key: str, what: str) -> Callable[[Fields], list[Row]]:
                    f"{counted(primary.count('seeds'), 'seed')}, {primary.count('n_pairs')} test pairs; beside it: in-distribution "
                    f"gap {fmt_ci(primary.estimate('id_gap'))}, training accuracy DPORM "
                    f"{fmt(primary.number('train_acc_dporm'))}, EXRM {fmt(primary.number('train_acc_exrm'))} "
-                   "(the premise: both fit the training pairs equally well)")
+                   "(the premise: no difference in fit detected; a difference withholds the verdict)")
         estimate = primary.estimate(key)
         if estimate.low is not None and estimate.high is not None and (estimate.high - estimate.low) / 2 > POWER_TARGET:
             context += (f"; under-powered: the interval's half-width {(estimate.high - estimate.low) / 2:.3f} is above the "
@@ -120,8 +120,9 @@ def _dpo_gap(key: str, what: str) -> Callable[[Fields], list[Row]]:
 
 
 def _equal_fit(metrics: Fields) -> str | None:
-    """Paper B's premise: both reward models rank in-distribution pairs, training pairs included, equally well (the
-    interval of each gap, EXRM minus DPORM, on the training pairs and on the in-distribution test set, holds 0)."""
+    """Paper B's premise: no difference detected between the two reward models on in-distribution pairs, training
+    pairs included (the interval of each gap, EXRM minus DPORM, on the training pairs and on the in-distribution test
+    set, holds 0); why no verdict can be given where it fails."""
     primary = metrics.child("primary")
     differ = []
     for key, where in (("train_gap", "on their training pairs"), ("id_gap", "on the in-distribution test pairs")):

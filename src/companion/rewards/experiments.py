@@ -87,7 +87,7 @@ def gap_interval(draws: SeedItemDraws, statistic: Callable[[dict[str, np.ndarray
 
 def summarize(frame: pd.DataFrame, shortcuts: Shortcuts | None = None, sets: list[PreferenceSet] | None = None,
               n_boot: int = 1000, seed: int = 0) -> list[dict]:
-    """One record per set: both accuracies and the gap (EXRM minus DPORM) with hierarchical 95% intervals,
+    """One record per set: both accuracies and the gap (EXRM minus DPORM) with 95% intervals (pairs and seeds),
     and, given the fitted shortcuts and the sets, the accuracy of the length and bag-of-words rules."""
     draws = seed_item_draws(groups(frame), n_boot, seed)
     rules = {row["name"]: row for row in shortcut_rows(shortcuts, sets or [])} if shortcuts else {}

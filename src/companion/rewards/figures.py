@@ -23,7 +23,7 @@ def _interval(value: float, ci: list[float]) -> list[list[float]]:
 
 def accuracy_by_setting(settings: list[dict], name: str = "dpo-accuracy",
                         title: str = "Preference accuracy per test set") -> BookFigure:
-    """Both models' accuracy per set with hierarchical 95% intervals, the two shortcut rules, and chance."""
+    """Both models' accuracy per set with 95% intervals (pairs and seeds), the two shortcut rules, and chance."""
     fig, ax = plt.subplots(figsize=(max(5.0, 1.5 * len(settings) + 2), 4.5))
     colours = palette([*NAMES, "length rule", "bag-of-words rule"])
     x = np.arange(len(settings))
@@ -42,7 +42,7 @@ def accuracy_by_setting(settings: list[dict], name: str = "dpo-accuracy",
     ax.legend(loc="lower left", fontsize="small")
     label(ax, title, "test set (shift)", "accuracy (chosen scored above rejected)")
     caption = (f"{title}: share of pairs whose chosen response each reward model scores higher, averaged over seeds, "
-               "with 95% hierarchical bootstrap intervals (seeds, then pairs); the two shortcut rules are fitted on "
+               "with 95% intervals (pairs by bootstrap, seeds by a t quantile); the two shortcut rules are fitted on "
                "the training pairs and never read the prompt.")
     alt = "Dot plot of DPORM and EXRM accuracy per test set with interval bars, shortcut-rule markers and a chance line."
     return BookFigure(fig, name, caption, alt)
@@ -90,7 +90,7 @@ def gap_by_shift(settings: list[dict], primary: dict, paper_mean: float) -> Book
             "(each set weighs the same) with its 95% interval, " if measured else
             "no out-of-distribution set is in this run's primary analysis, so no mean is drawn; ")
     caption = ("EXRM minus DPORM accuracy per test set in percentage points, one row per set, coloured and grouped by "
-               "the kind of shift, with 95% hierarchical intervals (seeds, then pairs); " + band +
+               "the kind of shift, with 95% intervals (pairs by bootstrap, seeds by a t quantile); " + band +
                "the dashed line is the paper's mean out-of-distribution gap and the dotted line no gap.")
     alt = ("Horizontal dot plot: one row per test set, grouped and coloured by kind of shift, with the EXRM minus DPORM "
            "accuracy gap and its interval on the x axis in percentage points; vertical lines mark no gap and the "

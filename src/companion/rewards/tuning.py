@@ -53,6 +53,19 @@ def chosen_rates(search: pd.DataFrame) -> dict[str, float]:
     return {row.model: float(row.learning_rate) for row in best.itertuples()}
 
 
+def search_note(search: pd.DataFrame, rates: dict[str, float]) -> str:
+    """One sentence per model for the page: the rate it keeps, and whether its validation loss there is below log 2
+    (the loss of a reward that prefers neither response): a rate chosen by loss may be one that barely moved."""
+    names = {"dporm": "DPORM", "exrm": "EXRM"}
+    parts = []
+    for model, rate in rates.items():
+        loss = float(search[(search["model"] == model) & (search["learning_rate"] == rate)]["val_loss"].iloc[0])
+        side = ("below log 2 = 0.693, so its margins lean the right way on the held-out pairs" if loss < np.log(2) else
+                "not below log 2 = 0.693, so on the held-out pairs it does no better than preferring neither response")
+        parts.append(f"{names.get(model, model)} keeps {rate:g} (validation loss {loss:.3f}, {side})")
+    return "; ".join(parts) + "."
+
+
 def tuned_settings(s: TrainSettings, pairs: list[Pair], grid: list[float],
                    val_fraction: float) -> tuple[TrainSettings, list[Pair], pd.DataFrame]:
     """Settings with each model's chosen rate, the pairs both are trained on, and the search table.

@@ -180,16 +180,17 @@ def sampled_generation(lab: Setup, k: int, control: str, seeds: Sequence[int], p
 def sampled_primary(samples: pd.DataFrame, k: int, selection: str, prompt: str, n_boot: int, seed: int) -> dict:
     """Per target: share in the target language under its experts, at k=0 and under the control, with paired intervals.
 
-    A seed is one experts split and one sampling stream, shared by the arms (see sampled_generation): an interval adds
-    the spread over seeds (t quantile) to a bootstrap of the samples within them, drawn jointly for the three arms
-    (`SeedItemDraws.interval`).
+    A seed is one experts split and one sampling stream, shared by the arms (see sampled_generation). The samples are
+    nested in the seeds, so an interval is the spread of the per-seed values with a t quantile, never narrower than a
+    bootstrap of the samples (drawn jointly for the three arms): `SeedItemDraws.interval` with `nested`.
     """
     arms = [arm for arm in samples["arm"].unique() if arm not in ("k=0", "experts")]
     targets = []
     for target, rows in samples.groupby("target", sort=False):
         grid = {arm: rows[rows["arm"] == arm].pivot(index="seed", columns="sample", values="in_target").to_numpy(float)
                 for arm in ["experts", "k=0", *arms]}
-        draws = seed_item_draws({"shares": tuple(grid.values())}, n_boot, seed)  # (experts, k=0, control)
+        # (experts, k=0, control); sample i of one seed is unrelated to sample i of another: nested
+        draws = seed_item_draws({"shares": tuple(grid.values())}, n_boot, seed, nested=True)
         share, k0, control = (float(grid[arm].mean()) for arm in grid)
         targets.append({"target": target, "share": share,
                         "share_ci": draws.interval(lambda m: m["shares"][:, 0], bounds=(0, 1)),
