@@ -37,7 +37,9 @@ GENERALIZATION = {"notebook": "dpo_3_generalization", "profile": "smoke", "param
     "primary": {"settings": ["prompt shift", "response shift", "both"], "seeds": [0, 1, 2], "n_pairs": 600,
                 "gap_mean_ood": 0.01, "gap_mean_ood_ci": [-0.02, 0.04], "gap_max_ood": 0.05, "gap_max_ood_ci": [0.01, 0.09],
                 "id_gap": 0.0, "id_gap_ci": [-0.01, 0.01], "gap_ood_minus_id": 0.01, "gap_ood_minus_id_ci": [-0.03, 0.05],
-                "train_acc_dporm": 0.97, "train_acc_exrm": 0.98, "train_gap": 0.01, "train_gap_ci": [-0.02, 0.04]}}}
+                "train_acc_dporm": 0.97, "train_acc_exrm": 0.98, "train_gap": 0.01, "train_gap_ci": [-0.02, 0.04]},
+    "settings": [{"name": "in-distribution", "shift": "id", "dporm_acc": 0.8, "dporm_ci": [0.75, 0.85],
+                  "exrm_acc": 0.81, "exrm_ci": [0.76, 0.86]}]}}
 FIXTURES = {"steering_4_retrieval": RETRIEVAL, "steering_2_generation": GENERATION, "dpo_3_generalization": GENERALIZATION}
 
 
@@ -280,3 +282,12 @@ def test_a_maximum_without_a_usable_cell_is_a_row_not_a_failed_build(tmp_path: P
     write(tmp_path, "steering_4_retrieval", payload)
     best = row(render(tmp_path), "largest over ordered pairs")
     assert "no cell had a top-1 above 0 before forcing" in best and "3.1 [1.2, 8]" in best
+
+
+def test_paper_b_gets_no_verdict_when_a_model_is_at_chance_in_distribution(tmp_path: Path) -> None:
+    payload = copy.deepcopy(GENERALIZATION)
+    payload["metrics"]["settings"][0].update(dporm_acc=0.517, dporm_ci=[0.462, 0.572])
+    write(tmp_path, "dpo_3_generalization", payload)
+    found = row(render(tmp_path), "mean accuracy drop 3%")
+    assert "premise not met: DPORM 0.517 [0.462, 0.572] does not rank the in-distribution test pairs above chance" in found
+    assert not any(f"**{outcome}**" in found for outcome in OUTCOMES)

@@ -119,20 +119,38 @@ def _dpo_gap(key: str, what: str) -> Callable[[Fields], list[Row]]:
     return extract
 
 
+def _not_above_chance(metrics: Fields) -> list[str]:
+    """The reward models whose accuracy on the in-distribution test set is not above chance (its interval reaches 0.5),
+    as 'NAME acc [low, high]' (none when the run has no in-distribution set)."""
+    held = [record for record in metrics.children("settings") if record.text("shift") == "id"]
+    found = []
+    for model, name in (("dporm", "DPORM"), ("exrm", "EXRM")):
+        low, high = held[0].interval(f"{model}_ci") if held else (1.0, 1.0)
+        if low is None or low <= 0.5:
+            found.append(f"{name} {fmt(held[0].number(f'{model}_acc'))} [{fmt(low)}, {fmt(high)}]")
+    return found
+
+
 def _equal_fit(metrics: Fields) -> str | None:
-    """Paper B's premise: no difference detected between the two reward models on in-distribution pairs, training
-    pairs included (the interval of each gap, EXRM minus DPORM, on the training pairs and on the in-distribution test
-    set, holds 0); why no verdict can be given where it fails."""
+    """Paper B's premise, why no verdict can be given where it fails: both reward models have learned the preference
+    (each ranks the in-distribution test pairs above chance) and no difference is detected between them on
+    in-distribution pairs, training pairs included (the interval of each gap, EXRM minus DPORM, holds 0)."""
     primary = metrics.child("primary")
+    problems = []
+    chance = _not_above_chance(metrics)
+    if chance:
+        problems.append(f"{' and '.join(chance)} do{'es' if len(chance) == 1 else ''} not rank the in-distribution test "
+                        "pairs above chance, so there is no learned preference whose generalisation an OOD gap could "
+                        "measure")
     differ = []
     for key, where in (("train_gap", "on their training pairs"), ("id_gap", "on the in-distribution test pairs")):
         low, high = primary.interval(f"{key}_ci")
         if low is not None and high is not None and (low > 0 or high < 0):
             differ.append(f"{where} (gap {fmt(primary.number(key))}, interval [{fmt(low)}, {fmt(high)}])")
     if differ:
-        return (f"premise not met: the two reward models already differ {' and '.join(differ)}, so an OOD gap does not "
-                "isolate generalisation")
-    return None
+        problems.append(f"the two reward models already differ {' and '.join(differ)}, so an OOD gap does not isolate "
+                        "generalisation")
+    return f"premise not met: {'; '.join(problems)}" if problems else None
 
 
 def _best_ratio(metrics: Fields) -> tuple[Row, Row | None]:
