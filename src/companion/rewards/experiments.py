@@ -205,7 +205,7 @@ def fit_note(records: list[dict]) -> str:
             f"training pairs they reach {fit['dporm_acc']:.3f} and {fit['exrm_acc']:.3f}.")
     if all(_against_chance(held, model) != "above chance" for model in MODELS):
         text += (" Neither model has learned a preference that carries to new pairs from the distribution it was "
-                 "trained on, so the out-of-distribution gaps below compare two rankers at chance: whatever they show, "
+                 "trained on, so the out-of-distribution gaps on this page compare two rankers at chance: whatever they show, "
                  "they cannot speak to how a learned reward generalises.")
     return text
 
