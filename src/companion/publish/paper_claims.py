@@ -123,9 +123,11 @@ def _not_above_chance(metrics: Fields) -> list[str]:
     """The reward models whose accuracy on the in-distribution test set is not above chance (its interval reaches 0.5),
     as 'NAME acc [low, high]' (none when the run has no in-distribution set)."""
     held = [record for record in metrics.children("settings") if record.text("shift") == "id"]
+    if not held:
+        return []
     found = []
     for model, name in (("dporm", "DPORM"), ("exrm", "EXRM")):
-        low, high = held[0].interval(f"{model}_ci") if held else (1.0, 1.0)
+        low, high = held[0].interval(f"{model}_ci")
         if low is None or low <= 0.5:
             found.append(f"{name} {fmt(held[0].number(f'{model}_acc'))} [{fmt(low)}, {fmt(high)}]")
     return found
