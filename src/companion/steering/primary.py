@@ -99,12 +99,17 @@ def what_decides(lab: Setup, evaluation: pd.DataFrame, pairs: Sequence[tuple[str
     return pd.DataFrame(rows)
 
 
+def _with_ci(value: float, ci: Sequence[float]) -> str:
+    """A signed difference with its interval, '+0.069, 95% CI +0.050 to +0.089'."""
+    return f"{value:+.3f}, 95% CI {ci[0]:+.3f} to {ci[1]:+.3f}"
+
+
 def sentence(row: dict) -> str:
     """The primary row in one sentence for the page (numbers from the row, rounded)."""
     ratio = f"{row['ratio']:.2f}x" if row["ratio"] is not None else "undefined (top-1 before is 0)"
     return (f"At block {row['layer']} with k={row['k']} ({row['selection']}), mean top-1 over {len(row['pairs'])} pairs "
             f"and {len(row['seeds'])} experts-split seeds goes from {row['top1_pre']:.3f} to {row['top1_post']:.3f} "
-            f"(ratio {ratio}; difference {row['diff']:+.3f}, 95% CI {row['diff_ci'][0]:+.3f} to {row['diff_ci'][1]:+.3f}); "
+            f"(ratio {ratio}; difference {_with_ci(row['diff'], row['diff_ci'])}); "
             f"against the {row['control']} control the difference is {row['diff_vs_control']:+.3f} "
             f"(95% CI {row['diff_vs_control_ci'][0]:+.3f} to {row['diff_vs_control_ci'][1]:+.3f}). "
             + _centring_sentence(row["other_centring"]))
@@ -114,9 +119,8 @@ def _centring_sentence(other: dict) -> str:
     """The primary row's numbers with the other centring, in one sentence."""
     how = "centred (the mean embedding of each side subtracted)" if other["center"] else "not centred"
     return (f"With the embeddings {how}, from the same runs, top-1 goes from {other['top1_pre']:.3f} to "
-            f"{other['top1_post']:.3f} (difference {other['diff']:+.3f}, 95% CI {other['diff_ci'][0]:+.3f} to "
-            f"{other['diff_ci'][1]:+.3f}; against the control {other['diff_vs_control']:+.3f}, 95% CI "
-            f"{other['diff_vs_control_ci'][0]:+.3f} to {other['diff_vs_control_ci'][1]:+.3f}).")
+            f"{other['top1_post']:.3f} (difference {_with_ci(other['diff'], other['diff_ci'])}; against the control "
+            f"{_with_ci(other['diff_vs_control'], other['diff_vs_control_ci'])}).")
 
 
 def centring_table(row: dict) -> pd.DataFrame:
