@@ -213,3 +213,9 @@ def test_search_note_says_whether_the_chosen_loss_beats_no_preference():
     note = search_note(search, {"dporm": 1e-3, "exrm": 3e-4})
     assert "DPORM keeps 0.001 (validation loss 0.600, below log 2" in note
     assert "EXRM keeps 0.0003 (validation loss 0.710, not below log 2" in note
+    assert ("DPORM keeps 0.001 (validation loss 0.600, below log 2 = 0.693, so its margins lean the right way on the "
+            "held-out pairs; the top of the grid, so a larger rate was not tried)") in note
+    assert "the bottom of the grid, so a smaller rate was not tried)" in note
+    three = pd.concat([search, pd.DataFrame({"model": ["dporm"], "learning_rate": [3e-3], "val_loss": [0.65],
+                                             "val_acc": [0.6]})], ignore_index=True)
+    assert "grid" not in search_note(three, {"dporm": 1e-3}), "a rate inside the grid has no edge to report"

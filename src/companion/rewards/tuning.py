@@ -53,16 +53,28 @@ def chosen_rates(search: pd.DataFrame) -> dict[str, float]:
     return {row.model: float(row.learning_rate) for row in best.itertuples()}
 
 
+def grid_edge(search: pd.DataFrame, rate: float) -> str:
+    """Where a kept rate sits in the searched grid: at its top or bottom (a rate beyond was not tried), or inside."""
+    grid = sorted(search["learning_rate"].unique())
+    if len(grid) > 1 and rate == grid[-1]:
+        return "; the top of the grid, so a larger rate was not tried"
+    if len(grid) > 1 and rate == grid[0]:
+        return "; the bottom of the grid, so a smaller rate was not tried"
+    return ""
+
+
 def search_note(search: pd.DataFrame, rates: dict[str, float]) -> str:
-    """One sentence per model for the page: the rate it keeps, and whether its validation loss there is below log 2
-    (the loss of a reward that prefers neither response): a rate chosen by loss may be one that barely moved."""
+    """One sentence per model for the page: the rate it keeps, whether its validation loss there is below log 2
+    (the loss of a reward that prefers neither response: a rate chosen by loss may be one that barely moved), and
+    whether that rate is at an edge of the grid."""
     names = {"dporm": "DPORM", "exrm": "EXRM"}
     parts = []
     for model, rate in rates.items():
         loss = float(search[(search["model"] == model) & (search["learning_rate"] == rate)]["val_loss"].iloc[0])
         side = ("below log 2 = 0.693, so its margins lean the right way on the held-out pairs" if loss < np.log(2) else
                 "not below log 2 = 0.693, so on the held-out pairs it does no better than preferring neither response")
-        parts.append(f"{names.get(model, model)} keeps {rate:g} (validation loss {loss:.3f}, {side})")
+        parts.append(f"{names.get(model, model)} keeps {rate:g} (validation loss {loss:.3f}, {side}"
+                     f"{grid_edge(search, rate)})")
     return "; ".join(parts) + "."
 
 
