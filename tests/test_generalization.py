@@ -205,17 +205,18 @@ def test_primary_records_the_training_pairs_gap_with_its_interval():
     assert primary["id_gap"] == 0.0  # the training pairs are not a test set
 
 
-def test_search_note_says_whether_the_chosen_loss_beats_no_preference():
+def test_search_note_says_whether_the_chosen_loss_beats_no_preference_and_which_edge_of_the_grid():
     from companion.rewards.tuning import search_note
 
-    search = pd.DataFrame({"model": ["dporm", "exrm"], "learning_rate": [1e-3, 3e-4], "val_loss": [0.6, 0.71],
-                           "val_acc": [0.7, 0.46]})
-    note = search_note(search, {"dporm": 1e-3, "exrm": 3e-4})
-    assert "DPORM keeps 0.001 (validation loss 0.600, below log 2" in note
-    assert "EXRM keeps 0.0003 (validation loss 0.710, not below log 2" in note
-    assert ("DPORM keeps 0.001 (validation loss 0.600, below log 2 = 0.693, so its margins lean the right way on the "
+    search = pd.DataFrame({"model": ["dporm", "dporm", "exrm", "exrm"], "learning_rate": [1e-3, 3e-3] * 2,
+                           "val_loss": [0.65, 0.6, 0.71, 0.75], "val_acc": [0.6, 0.7, 0.46, 0.46]})
+    note = search_note(search, {"dporm": 3e-3, "exrm": 1e-3})
+    assert ("DPORM keeps 0.003 (validation loss 0.600, below log 2 = 0.693, so its margins lean the right way on the "
             "held-out pairs; the top of the grid, so a larger rate was not tried)") in note
-    assert "the bottom of the grid, so a smaller rate was not tried)" in note
-    three = pd.concat([search, pd.DataFrame({"model": ["dporm"], "learning_rate": [3e-3], "val_loss": [0.65],
-                                             "val_acc": [0.6]})], ignore_index=True)
-    assert "grid" not in search_note(three, {"dporm": 1e-3}), "a rate inside the grid has no edge to report"
+    assert ("EXRM keeps 0.001 (validation loss 0.710, not below log 2 = 0.693, so on the held-out pairs it does no "
+            "better than preferring neither response; the bottom of the grid, so a smaller rate was not tried)") in note
+    three = pd.concat([search, pd.DataFrame({"model": ["exrm"], "learning_rate": [3e-4], "val_loss": [0.8],
+                                             "val_acc": [0.4]})], ignore_index=True)
+    inside = search_note(three, {"dporm": 3e-3, "exrm": 1e-3})
+    assert "the top of the grid" in inside, "DPORM's grid is still 1e-3, 3e-3: its edge is its own"
+    assert "EXRM keeps 0.001 (validation loss 0.710, not below log 2" in inside and "bottom" not in inside

@@ -53,9 +53,10 @@ def chosen_rates(search: pd.DataFrame) -> dict[str, float]:
     return {row.model: float(row.learning_rate) for row in best.itertuples()}
 
 
-def grid_edge(search: pd.DataFrame, rate: float) -> str:
-    """Where a kept rate sits in the searched grid: at its top or bottom (a rate beyond was not tried), or inside."""
-    grid = sorted(search["learning_rate"].unique())
+def grid_edge(search: pd.DataFrame, model: str, rate: float) -> str:
+    """Where a model's kept rate sits in the grid it was searched over: at its top or bottom (a rate beyond was not
+    tried), or inside."""
+    grid = sorted(search[search["model"] == model]["learning_rate"].unique())
     if len(grid) > 1 and rate == grid[-1]:
         return "; the top of the grid, so a larger rate was not tried"
     if len(grid) > 1 and rate == grid[0]:
@@ -74,7 +75,7 @@ def search_note(search: pd.DataFrame, rates: dict[str, float]) -> str:
         side = ("below log 2 = 0.693, so its margins lean the right way on the held-out pairs" if loss < np.log(2) else
                 "not below log 2 = 0.693, so on the held-out pairs it does no better than preferring neither response")
         parts.append(f"{names.get(model, model)} keeps {rate:g} (validation loss {loss:.3f}, {side}"
-                     f"{grid_edge(search, rate)})")
+                     f"{grid_edge(search, model, rate)})")
     return "; ".join(parts) + "."
 
 
