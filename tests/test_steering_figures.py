@@ -56,3 +56,28 @@ def test_by_layer_ratio_is_the_ratio_of_the_means_shown_beside_it() -> None:
     frame = frame.assign(ratio=frame["top1_post"] / frame["top1_pre"])
     summary = by_layer(frame)
     assert list(summary["ratio"]) == pytest.approx(list(summary["top1_post"] / summary["top1_pre"]))
+
+
+def test_projections_fit_both_stages_together_with_pca_and_with_umap_when_asked():
+    """The embedding-space page's projections: one fit over before and after, split back into (before, after)."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    from sklearn.decomposition import PCA
+
+    from companion.steering import space
+    from companion.steering.alignment import normalise
+
+    rng = np.random.default_rng(0)
+    languages = ["en", "de"]
+    pre = {code: rng.normal(3.0 * i, 1.0, (1, 20, 8)) for i, code in enumerate(languages)}  # (layers, n, dim)
+    post = {code: values + 0.5 for code, values in pre.items()}
+    lab = SimpleNamespace(settings=SimpleNamespace(seed=0, center=False), languages=languages)
+    points = space.projections(lab, pre, post, 0, use_umap=True)
+    assert set(points) == {"PCA", "UMAP"}
+    for before, after in points.values():
+        assert before.shape == after.shape == (40, 2)
+    stacked = np.concatenate([np.concatenate([emb[code][0] for code in languages]) for emb in (pre, post)])
+    assert np.allclose(np.concatenate(points["PCA"]), PCA(n_components=2, random_state=0).fit_transform(
+        normalise(stacked, False))), "PCA is fitted on both stages at once, before rows first"
+    assert set(space.projections(lab, pre, post, 0, use_umap=False)) == {"PCA"}
