@@ -45,7 +45,20 @@ def test_generation_figures_draw_the_control_at_every_k_once_per_target() -> Non
         labels = drawn.figure.axes[0].get_legend_handles_labels()[1]
         assert labels == ["de", "de, random units (random-target)", "fr", "fr, random units (random-target)"]
         assert [t.get_text() for t in drawn.figure.axes[0].get_xticklabels()] == ["0", "10", "20"]
-        assert "same k" in drawn.caption
+        assert "dotted lines with crosses are" in drawn.caption and "same k" in drawn.caption
+        assert "one dotted line of crosses per target" in drawn.alt
+
+
+def test_generation_figures_with_one_k_say_the_control_is_a_cross() -> None:
+    """The default book runs k = 0 and 2000: the control is one cross per target, with no line to join, and says so."""
+    share = pd.DataFrame([{"target": t, "k": k, "selection": arm, "mean": 0.5, "low": 0.4, "high": 0.6, "perplexity": 9.0}
+                          for t in ("de", "fr") for k in (0, 2000)
+                          for arm in (["experts"] + (["random-target"] if k else []))])
+    for draw in (figures.generation_share, figures.generation_perplexity):
+        drawn = draw(share, ["de", "fr"])
+        assert [t.get_text() for t in drawn.figure.axes[0].get_xticklabels()] == ["0", "2,000"]
+        assert "crosses are" in drawn.caption and "dotted" not in drawn.caption
+        assert "one cross per target" in drawn.alt and "dotted" not in drawn.alt
 
 
 def test_by_layer_ratio_is_the_ratio_of_the_means_shown_beside_it() -> None:
@@ -80,4 +93,14 @@ def test_projections_fit_both_stages_together_with_pca_and_with_umap_when_asked(
     stacked = np.concatenate([np.concatenate([emb[code][0] for code in languages]) for emb in (pre, post)])
     assert np.allclose(np.concatenate(points["PCA"]), PCA(n_components=2, random_state=0).fit_transform(
         normalise(stacked, False))), "PCA is fitted on both stages at once, before rows first"
-    assert set(space.projections(lab, pre, post, 0, use_umap=False)) == {"PCA"}
+    import umap
+
+    direct = umap.UMAP(n_components=2, random_state=0, metric="cosine").fit_transform(normalise(stacked, False))
+    assert np.allclose(np.concatenate(points["UMAP"]), direct), "UMAP too is one fit over both stages, before rows first"
+    pca_only = space.projections(lab, pre, post, 0, use_umap=False)
+    assert set(pca_only) == {"PCA"}
+    names = np.array([code for code in languages for _ in range(20)])
+    drawn = figures.space_projections(pca_only, names, 9, "en", 40)
+    assert [ax.get_title().split(",")[0] for ax in drawn.figure.axes] == ["PCA", "PCA"]
+    assert drawn.figure.axes[0].get_shared_x_axes().joined(*drawn.figure.axes), "before and after share their axes"
+    assert "(PCA, one fit over both stages" in drawn.caption

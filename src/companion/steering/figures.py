@@ -84,16 +84,24 @@ def _by_k(share: pd.DataFrame, targets: Sequence[str], column: str, ax: plt.Axes
     return ax
 
 
+def _control_marks(share: pd.DataFrame, alt: bool = False) -> str:
+    """How the control is drawn: crosses joined by dotted lines when more than one k > 0 was run, else single crosses."""
+    joined = share[share["k"] > 0]["k"].nunique() > 1
+    if alt:
+        return "one dotted line of crosses" if joined else "one cross"
+    return "dotted lines with crosses are" if joined else "crosses are"
+
+
 def generation_share(share: pd.DataFrame, targets: Sequence[str]) -> BookFigure:
     """Share of continuations identified as the target language against k, with the random control."""
     fig, ax = plt.subplots(figsize=(7, 4.2))
     _by_k(share, targets, "mean", ax, interval=True)
     ax.set_ylim(-0.02, 1.02)
     label(ax, "Continuations in the target language", "experts forced (k)", "share (95% CI)")
-    return BookFigure(fig, "generation-share", "Share of continuations in the target language as more of its experts are "
-                      "forced; dotted lines with crosses are the layer-matched random-units control at the same k.",
+    return BookFigure(fig, "generation-share", "Share of continuations in the target language at each k run; "
+                      f"{_control_marks(share)} the layer-matched random-units control at the same k.",
                       "Line chart of the target-language share against k, one solid line per target with shaded intervals "
-                      "and one dotted line per target for the control.")
+                      f"and {_control_marks(share, alt=True)} per target for the control.")
 
 
 def generation_perplexity(share: pd.DataFrame, targets: Sequence[str]) -> BookFigure:
@@ -103,15 +111,15 @@ def generation_perplexity(share: pd.DataFrame, targets: Sequence[str]) -> BookFi
     ax.set_yscale("log")
     label(ax, "Perplexity on target-language text", "experts forced (k)", "perplexity (log scale)")
     return BookFigure(fig, "generation-perplexity", "Perplexity on target-language text while its experts are forced; "
-                      "dotted lines with crosses are the random-units control at the same k.",
+                      f"{_control_marks(share)} the random-units control at the same k.",
                       "Line chart of perplexity (log scale) against k, one solid line per target language (experts) "
-                      "and one dotted line per target (control).")
+                      f"and {_control_marks(share, alt=True)} per target (control).")
 
 
 def space_projections(points: dict[str, tuple[np.ndarray, np.ndarray]], languages: np.ndarray, layer: int,
                       steer_to: str, k: int) -> BookFigure:
     """2-D projections of the sentence embeddings before and after forcing steer_to's experts."""
-    fig, axes = plt.subplots(len(points), 2, figsize=(11, 4.6 * len(points)), squeeze=False)
+    fig, axes = plt.subplots(len(points), 2, figsize=(11, 4.6 * len(points)), squeeze=False, sharex="row", sharey="row")
     codes = list(dict.fromkeys(languages))
     colours = palette(codes)
     for row, (method, stages) in enumerate(points.items()):
@@ -123,7 +131,8 @@ def space_projections(points: dict[str, tuple[np.ndarray, np.ndarray]], language
             ax.legend(title="language", markerscale=2, fontsize="small")
             label(ax, f"{method}, layer {layer}, {stage}", "component 1", "component 2")
     return BookFigure(fig, "space-projections", f"Sentence embeddings at layer {layer} before (left) and after (right) "
-                      f"forcing the {steer_to} experts on the other languages, projected to 2-D.",
+                      f"forcing the {steer_to} experts on the other languages, projected to 2-D ({' and '.join(points)}, "
+                      "one fit over both stages, so each row's panels share their axes).",
                       "Scatter plots of sentences coloured by language, before and after the intervention.")
 
 
