@@ -59,6 +59,9 @@ def test_generation_figures_with_one_k_say_the_control_is_a_cross() -> None:
         assert [t.get_text() for t in drawn.figure.axes[0].get_xticklabels()] == ["0", "2,000"]
         assert "crosses are" in drawn.caption and "dotted" not in drawn.caption
         assert "one cross per target" in drawn.alt and "dotted" not in drawn.alt
+        ax = drawn.figure.axes[0]
+        anchor = ax.get_legend().get_bbox_to_anchor().transformed(ax.transAxes.inverted())
+        assert anchor.x0 >= 1.0, "the legend sits to the right of the data, where it hides no control cross"
 
 
 def test_by_layer_ratio_is_the_ratio_of_the_means_shown_beside_it() -> None:

@@ -80,7 +80,7 @@ def _by_k(share: pd.DataFrame, targets: Sequence[str], column: str, ax: plt.Axes
                     label=f"{target}, random units ({selection})")
     ax.set_xscale("symlog", linthresh=10)
     ax.set_xticks(sorted(share["k"].unique()), [f"{k:,}" for k in sorted(share["k"].unique())])  # every k run, labelled
-    ax.legend(fontsize="small", ncol=2)
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)  # off the data
     return ax
 
 
@@ -94,7 +94,7 @@ def _control_marks(share: pd.DataFrame, alt: bool = False) -> str:
 
 def generation_share(share: pd.DataFrame, targets: Sequence[str]) -> BookFigure:
     """Share of continuations identified as the target language against k, with the random control."""
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = plt.subplots(figsize=(9, 4.2))
     _by_k(share, targets, "mean", ax, interval=True)
     ax.set_ylim(-0.02, 1.02)
     label(ax, "Continuations in the target language", "experts forced (k)", "share (95% CI)")
@@ -106,7 +106,7 @@ def generation_share(share: pd.DataFrame, targets: Sequence[str]) -> BookFigure:
 
 def generation_perplexity(share: pd.DataFrame, targets: Sequence[str]) -> BookFigure:
     """Perplexity on target-language text against k, with the random control."""
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = plt.subplots(figsize=(9, 4.2))
     _by_k(share, targets, "perplexity", ax, interval=False)
     ax.set_yscale("log")
     label(ax, "Perplexity on target-language text", "experts forced (k)", "perplexity (log scale)")
