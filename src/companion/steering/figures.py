@@ -129,6 +129,7 @@ def space_projections(points: dict[str, tuple[np.ndarray, np.ndarray]], language
                 mine = languages == code
                 ax.scatter(part[mine, 0], part[mine, 1], s=6, alpha=0.6, color=colours[code], label=code)
             ax.legend(title="language", markerscale=2, fontsize="small")
+            ax.locator_params(axis="x", nbins=5)  # shared axes span both stages: fewer ticks, labels apart
             label(ax, f"{method}, layer {layer}, {stage}", "component 1", "component 2")
     return BookFigure(fig, "space-projections", f"Sentence embeddings at layer {layer} before (left) and after (right) "
                       f"forcing the {steer_to} experts on the other languages, projected to 2-D ({' and '.join(points)}, "
