@@ -79,6 +79,7 @@ def test_projections_fit_both_stages_together_with_pca_and_with_umap_when_asked(
     from types import SimpleNamespace
 
     import numpy as np
+    import umap
     from sklearn.decomposition import PCA
 
     from companion.steering import space
@@ -96,8 +97,6 @@ def test_projections_fit_both_stages_together_with_pca_and_with_umap_when_asked(
     stacked = np.concatenate([np.concatenate([emb[code][0] for code in languages]) for emb in (pre, post)])
     assert np.allclose(np.concatenate(points["PCA"]), PCA(n_components=2, random_state=0).fit_transform(
         normalise(stacked, False))), "PCA is fitted on both stages at once, before rows first"
-    import umap
-
     direct = umap.UMAP(n_components=2, random_state=0, metric="cosine").fit_transform(normalise(stacked, False))
     assert np.allclose(np.concatenate(points["UMAP"]), direct), "UMAP too is one fit over both stages, before rows first"
     pca_only = space.projections(lab, pre, post, 0, use_umap=False)
