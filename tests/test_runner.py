@@ -1,6 +1,7 @@
 """The runner on a toy project: skip when up to date, re-run exactly what changed, keep the last good output."""
 
 import json
+import os
 from pathlib import Path
 
 import nbformat
@@ -313,3 +314,21 @@ def test_kernels_are_told_the_core_share_unless_threads_were_set(project: Projec
     assert 1 <= int(running) <= 2 and cap == "2"
     run(project, "smoke", jobs=2, only="gamma", sets=["threads=1"])
     assert _metrics(project, "gamma")["y"] is None
+
+
+def test_kernels_keep_freed_memory_unless_the_user_tunes_the_allocator(project: Project,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A notebook's kernel gets glibc's keep-freed-memory settings; a user's own MALLOC_* setting replaces them all."""
+    from companion.publish.allocator import KEEP_FREED, kernel_settings
+
+    _notebook(project.notebooks / "gamma.ipynb", "seed = 0",
+              "import os\ny = {key: value for key, value in os.environ.items() if key.startswith('MALLOC_')}")
+    for key in [key for key in os.environ if key.startswith("MALLOC_")] + ["GLIBC_TUNABLES"]:
+        monkeypatch.delenv(key, raising=False)
+    run(project, "smoke", only="gamma")
+    assert _metrics(project, "gamma")["y"] == KEEP_FREED
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "2")
+    run(project, "smoke", only="gamma", force=True)
+    assert _metrics(project, "gamma")["y"] == {"MALLOC_ARENA_MAX": "2"}
+    assert kernel_settings({"GLIBC_TUNABLES": "glibc.malloc.mmap_max=0"}) == {}
+    assert kernel_settings({"PATH": "/bin"}) == KEEP_FREED

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from companion.core import precision, threads
 from companion.core.errors import UserError
-from companion.publish import executors, preflight, profiles, schedule, sweep
+from companion.publish import allocator, executors, preflight, profiles, schedule, sweep
 from companion.publish.hashing import input_hash, is_up_to_date, package_versions
 from companion.publish.progress import CellProgress, RunProgress, engine_name, last_seconds
 from companion.publish.project import Outcome, Project
@@ -104,7 +104,8 @@ def execute(project: Project, task: Task, profile: str, generated: Path) -> Outc
     staged_results.unlink(missing_ok=True)
     kernel_env = {RESULTS_ENV: str(staged_results), "COMPANION_PROFILE": profile,
                   "JUPYTER_PATH": os.pathsep.join(filter(None, [str(kernel_dir()), os.environ.get("JUPYTER_PATH")])),
-                  "PYTHONPATH": os.pathsep.join(filter(None, [str(project.source.parent), os.environ.get("PYTHONPATH")]))}
+                  "PYTHONPATH": os.pathsep.join(filter(None, [str(project.source.parent), os.environ.get("PYTHONPATH")])),
+                  **allocator.kernel_settings()}
     code_cells = sum(c.cell_type == "code" for c in nbformat.read(task.notebook.path, as_version=4).cells)
     try:
         with environment(kernel_env):
