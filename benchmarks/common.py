@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import psutil
 import torch
@@ -17,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "book" / "_generated" / "results" / "bench.json"
 MODEL = "gemma-3-270m"
 LANGUAGES = ["en", "de", "fr", "es", "ru"]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -50,18 +52,22 @@ def seconds(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def side_by_side(fns: dict[str, Callable[[], object]], repeats: int, warmup: bool = True) -> dict[str, float]:
-    """Median seconds of each function, run in alternation (after one untimed warm-up each) so noise hits all.
+def alternating(fns: dict[str, Callable[[], T]], repeats: int) -> dict[str, list[T]]:
+    """Each function's results over repeats, run in alternation: the order flips every repeat (A B, B A, ...), so
+    whatever the first or second place costs falls on both."""
+    results: dict[str, list[T]] = {name: [] for name in fns}
+    for repeat in range(repeats):
+        for name, fn in list(fns.items())[:: -1 if repeat % 2 else 1]:
+            results[name].append(fn())
+    return results
 
-    The order flips every repeat (A B, B A, ...), so whatever the first or second place costs falls on both.
-    """
+
+def side_by_side(fns: dict[str, Callable[[], object]], repeats: int, warmup: bool = True) -> dict[str, float]:
+    """Median seconds of each function, run in alternation (after one untimed warm-up each) so noise hits all."""
     if warmup:
         for fn in fns.values():
             fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for repeat in range(repeats):
-        for name, fn in list(fns.items())[:: -1 if repeat % 2 else 1]:
-            times[name].append(seconds(fn))
+    times = alternating({name: lambda fn=fn: seconds(fn) for name, fn in fns.items()}, repeats)
     return {name: statistics.median(values) for name, values in times.items()}
 
 
