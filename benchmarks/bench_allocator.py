@@ -24,7 +24,7 @@ from bench_training import SETTINGS, bench_pairs
 from common import Row, alternating, ratio_row
 
 from companion.core.models import load_causal_lm
-from companion.publish.allocator import KEEP_FREED
+from companion.publish.allocator import KEEP_FREED, tunes_allocator
 from companion.rewards.scoring import BATCH_PAIRS, pair_logps
 
 DEFAULT, KEPT = "glibc default", "keep freed (kernels)"
@@ -47,7 +47,7 @@ def score_once(n_pairs: int) -> dict[str, float | int | str]:
 def score_in_child(settings: dict[str, str], n_pairs: int) -> dict[str, float | int | str]:
     """score_once in a fresh interpreter whose environment carries these allocator settings (and no other); the
     child's errors reach the terminal."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("MALLOC_") and key != "GLIBC_TUNABLES"}
+    env = {key: value for key, value in os.environ.items() if not tunes_allocator(key, value)}
     done = subprocess.run([sys.executable, str(Path(__file__).resolve()), str(n_pairs)], env={**env, **settings},
                           stdout=subprocess.PIPE, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])

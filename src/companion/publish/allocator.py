@@ -20,8 +20,11 @@ from collections.abc import Mapping
 KEEP_FREED = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**40)}
 
 
+def tunes_allocator(key: str, value: str) -> bool:
+    """Whether an environment variable sets glibc's allocator: a MALLOC_* variable, or glibc.malloc tunables."""
+    return key.startswith("MALLOC_") or (key == "GLIBC_TUNABLES" and "glibc.malloc." in value)
+
+
 def kernel_settings(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
     """KEEP_FREED for a notebook's kernel, or nothing where the user already tunes glibc's allocator."""
-    if "glibc.malloc." in environ.get("GLIBC_TUNABLES", "") or any(key.startswith("MALLOC_") for key in environ):
-        return {}
-    return dict(KEEP_FREED)
+    return {} if any(tunes_allocator(key, value) for key, value in environ.items()) else dict(KEEP_FREED)
