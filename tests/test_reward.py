@@ -525,3 +525,29 @@ def test_agreement_with_gold_leaves_near_ties_out() -> None:
     margin = np.array([2.0, -0.1, -1.0, 0.3])  # gold: first wins, (near-tie), second wins, (near-tie)
     assert agreement_with_gold(first, margin, 0.5).tolist() == [1.0, 1.0]
     assert agreement_with_gold(first, margin, 0.0).tolist() == [1.0, 0.0, 1.0, 0.0]
+
+
+def test_one_seeds_and_one_rates_models_are_held_at_a_time(tiny_folder, tmp_path, monkeypatch):
+    """score_runs and the learning-rate search release a run's models (and their folded copies) before the next run
+    trains or loads: a page holds one run's models, not one per seed or rate."""
+    import weakref
+
+    from companion.rewards import experiments, tuning
+
+    monkeypatch.setenv("COMPANION_CACHE", str(tmp_path / "cache"))
+    held = []
+
+    def tracked(*args, **kwargs):
+        assert all(ref() is None for ref in held), "an earlier run's models are still held"
+        models = training.trained_models(*args, **kwargs)
+        held.append(weakref.ref(models))
+        return models
+
+    monkeypatch.setattr(experiments, "trained_models", tracked)
+    monkeypatch.setattr(tuning, "trained_models", tracked)
+    settings = training.TrainSettings(**{**SETTINGS.__dict__, "model": str(tiny_folder)})
+    frame, logs = experiments.score_runs(settings, [0, 1], PAIRS, [PreferenceSet("some", "id", "", tuple(PAIRS))])
+    assert sorted(logs) == [0, 1] and len(frame) == 2 * 2 * len(PAIRS)  # seeds x models x pairs, all scored
+    search = tuning.learning_rate_search(settings, PAIRS[:6], PAIRS[6:], [1e-2, 5e-2])
+    assert sorted(search["learning_rate"].unique()) == [1e-2, 5e-2]
+    assert len(held) == 4

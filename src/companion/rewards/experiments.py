@@ -40,18 +40,28 @@ def rewards_frame(t: PreferenceSet, seed: int, scores: dict[str, np.ndarray]) ->
     return pd.concat(frames, ignore_index=True)
 
 
+def score_seed(s: TrainSettings, pairs: list[Pair], sets: list[PreferenceSet],
+               batch_size: int) -> tuple[list[pd.DataFrame], dict[str, list[dict]]]:
+    """One seed's rewards frames (a frame per set) and training logs: both models trained (or loaded) and every set
+    scored; the models and their folded copies are released on return, before the next seed trains or loads."""
+    models = trained_models(s, pairs)
+    frames = []
+    for t in sets:
+        ref = cached_reference_logps(models, list(t.pairs), s.max_length, batch_size)
+        scores = score_models(models, list(t.pairs), ref, s.beta, s.max_length, batch_size)
+        frames.append(rewards_frame(t, s.seed, scores))
+    return frames, {"dpo": models.dpo_log, "rm": models.rm_log}
+
+
 def score_runs(s: TrainSettings, seeds: list[int], pairs: list[Pair], sets: list[PreferenceSet],
                batch_size: int = BATCH_PAIRS) -> tuple[pd.DataFrame, dict[int, dict[str, list[dict]]]]:
     """Train (or load) both models per seed and score every set; reference log-probs are computed once per set (the
-    reference, adapters off, is the same backbone for every seed) and cached across runs and notebooks."""
+    reference, adapters off, is the same backbone for every seed) and cached across runs and notebooks. One seed's
+    models are held at a time (`score_seed`)."""
     frames, logs = [], {}
     for seed in tqdm(seeds, desc="seeds"):
-        models = trained_models(replace(s, seed=seed), pairs)
-        for t in sets:
-            ref = cached_reference_logps(models, list(t.pairs), s.max_length, batch_size)
-            scores = score_models(models, list(t.pairs), ref, s.beta, s.max_length, batch_size)
-            frames.append(rewards_frame(t, seed, scores))
-        logs[seed] = {"dpo": models.dpo_log, "rm": models.rm_log}
+        seed_frames, logs[seed] = score_seed(replace(s, seed=seed), pairs, sets, batch_size)
+        frames.extend(seed_frames)
     return pd.concat(frames, ignore_index=True), logs
 
 

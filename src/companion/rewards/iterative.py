@@ -108,6 +108,13 @@ def next_settings(s: TrainSettings, n_pairs: int) -> TrainSettings:
     return replace(s, steps=max(s.steps, math.ceil(n_pairs / s.batch_size)))
 
 
+def labeller_rewards(s: TrainSettings, fit_pairs: list[Pair], pairs: list[Pair]) -> dict[str, np.ndarray]:
+    """DPORM's and EXRM's (n, 2) rewards of the round's pairs; the two models are released on return, before the next
+    policies train."""
+    models = trained_models(s, fit_pairs)
+    return score_models(models, pairs, cached_reference_logps(models, pairs, s.max_length), s.beta, s.max_length)
+
+
 def iterative_round(s: TrainSettings, fit_pairs: list[Pair], gold: GoldLabeller, r: RoundSettings,
                     n_boot: int = 1000) -> dict:
     """Agreement of DPORM and EXRM with gold on fresh policy samples, and the gold reward of each next policy."""
@@ -116,11 +123,9 @@ def iterative_round(s: TrainSettings, fit_pairs: list[Pair], gold: GoldLabeller,
     samples = _samples(merged_policy(s, fit_pairs), prompts, r, s.precision)
     keep = [i for i, (a, b) in enumerate(samples) if normalise(a) != normalise(b)]
     pairs = [{"prompt": prompts[i], "chosen": " " + samples[i][0], "rejected": " " + samples[i][1]} for i in keep]
-    models = trained_models(s, fit_pairs)
-    ref = cached_reference_logps(models, pairs, s.max_length)
     gold_margin = gold.reward([p["chosen"] for p in pairs]) - gold.reward([p["rejected"] for p in pairs])
     agree, firsts = {}, {}
-    for labeller, rewards in score_models(models, pairs, ref, s.beta, s.max_length).items():
+    for labeller, rewards in labeller_rewards(s, fit_pairs, pairs).items():
         firsts[labeller] = rewards[:, 0] > rewards[:, 1]
         agree[labeller] = agreement_with_gold(firsts[labeller], signs[keep] * gold_margin, r.min_margin)
     following = next_settings(s, len(fit_pairs) + len(pairs))

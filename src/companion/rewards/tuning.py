@@ -31,14 +31,17 @@ def split_validation(pairs: list[Pair], fraction: float) -> tuple[list[Pair], li
 def learning_rate_search(s: TrainSettings, fit: list[Pair], val: list[Pair], grid: list[float]) -> pd.DataFrame:
     """Validation loss and accuracy of both models at every rate of the grid (seed s.seed): rows (model, learning_rate,
     val_loss, val_acc)."""
-    rows = []
-    for rate in grid:
-        models = trained_models(replace(s, learning_rate=rate, rm_learning_rate=rate), fit)
-        ref = cached_reference_logps(models, val, s.max_length)  # the same reference at every rate: computed once
-        for model, values in score_models(models, val, ref, s.beta, s.max_length).items():
-            rows.append({"model": model, "learning_rate": rate, "val_loss": preference_loss(values),
-                         "val_acc": float(correct(values).mean())})
-    return pd.DataFrame(rows)
+    return pd.DataFrame([row for rate in grid for row in rate_rows(replace(s, learning_rate=rate, rm_learning_rate=rate),
+                                                                    fit, val)])
+
+
+def rate_rows(s: TrainSettings, fit: list[Pair], val: list[Pair]) -> list[dict]:
+    """Both models trained at one rate, as search rows; the models are released on return, before the next rate trains."""
+    models = trained_models(s, fit)
+    ref = cached_reference_logps(models, val, s.max_length)  # the same reference at every rate: computed once
+    return [{"model": model, "learning_rate": s.learning_rate, "val_loss": preference_loss(values),
+             "val_acc": float(correct(values).mean())}
+            for model, values in score_models(models, val, ref, s.beta, s.max_length).items()]
 
 
 def preference_loss(rewards: np.ndarray) -> float:
