@@ -203,12 +203,22 @@ def test_corrupt_cache_is_rebuilt_alone(llama_table, tmp_path):
     assert cache.cache_key(model="tiny", languages=["en", "de"], n=8) != keys["a"]
 
 
-def test_perplexity_matches_the_model_loss_and_ignores_padding(tokenizer):
-    model = tiny_causal_lm("llama")
+@pytest.mark.parametrize("arch, overrides", [("llama", {}), ("gemma3_text", {}),
+                                             ("gemma3_text", {"final_logit_softcapping": 2.0})])
+def test_perplexity_matches_the_model_loss_and_ignores_padding(tokenizer, monkeypatch, arch, overrides):
+    model = tiny_causal_lm(arch, **overrides)
     batch = tokenizer(CORPUS[:1], return_tensors="pt")
     with torch.no_grad():
         loss = model(**batch, labels=batch["input_ids"]).loss
+    projected = []  # rows the LM head projects at once
+    model.get_output_embeddings().register_forward_hook(lambda module, args, out: projected.append(args[0].shape[:-1]))
+    monkeypatch.setattr(generation, "HEAD_ROWS", 5)
     assert generation.perplexity(model, tokenizer, CORPUS[:1]) == pytest.approx(float(torch.exp(loss)), rel=1e-5)
+    n = batch["input_ids"].shape[1]
+    if overrides:  # softcapped logits are not the head's output: the model runs whole, its head on every position
+        assert projected == [(1, n)]
+    else:  # the head projects the n - 1 positions that predict a real token, at most HEAD_ROWS at a time
+        assert projected == [(min(5, n - 1 - start),) for start in range(0, n - 1, 5)] and n - 1 > 5
     for side in ("right", "left"):  # Gemma's tokenizer pads on the left: no loss is counted from a pad position
         tokenizer.padding_side = side
         together = generation.perplexity(model, tokenizer, CORPUS, batch_size=8)

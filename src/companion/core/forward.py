@@ -55,6 +55,17 @@ def content_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor, special_
     return attention_mask * ~special
 
 
+# Text-config fields that change the logits after the LM head (softcapping, scales); a model with none of them set
+# has logits that are its head's output as they are.
+LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling")
+
+
+def plain_logits(model: PreTrainedModel) -> bool:
+    """True when the model's logits are its LM head's output on the last hidden states, untransformed."""
+    config = model.config.get_text_config()
+    return all(getattr(config, name, None) is None for name in LOGIT_TRANSFORMS)
+
+
 def position_ids(mask: torch.Tensor) -> torch.Tensor:
     """Positions counted over real tokens only, so left padding does not shift them."""
     return (mask.long().cumsum(-1) - 1).clamp(min=0)

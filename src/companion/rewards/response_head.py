@@ -16,15 +16,13 @@ import torch
 from transformers import PreTrainedModel
 from trl.trainer.utils import FusedCausalLMOutput
 
-# Text-config fields that change the logits; TRL's own head handles them, ours leaves such models alone.
-_LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier",
-                     "logits_scaling")
+from companion.core.forward import plain_logits
 
 
 def applies_to(model: PreTrainedModel) -> bool:
-    """True when the plain head gives TRL's numbers: a CPU model whose logits are the head's output as they are."""
-    config = model.config.get_text_config()
-    return model.device.type == "cpu" and all(getattr(config, name, None) is None for name in _LOGIT_TRANSFORMS)
+    """True when the plain head gives TRL's numbers: a CPU model whose logits are the head's output as they are (a
+    model with a logit transform is left to TRL's own head)."""
+    return model.device.type == "cpu" and plain_logits(model)
 
 
 def response_scores(hidden: torch.Tensor, labels: torch.Tensor, head: torch.nn.Module) -> FusedCausalLMOutput:
