@@ -60,7 +60,7 @@ def perplexity(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, sente
     Where the logits are the LM head's output as they are (`plain_logits`), the network runs to its last hidden
     states and the head projects only the positions that predict a real token, HEAD_ROWS at a time: a batch's
     (batch x tokens x vocabulary) logits are never held at once (1.7 GB for 16 Gemma 3 verses of 100 tokens in
-    float32, and about three times that in copies while the loss was taken). Other models run whole.
+    float32, before the copies the loss makes of them). Other models run whole, their head on every position.
     """
     head = model.get_output_embeddings() if plain_logits(model) else None
 
