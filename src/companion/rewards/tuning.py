@@ -31,8 +31,8 @@ def split_validation(pairs: list[Pair], fraction: float) -> tuple[list[Pair], li
 def learning_rate_search(s: TrainSettings, fit: list[Pair], val: list[Pair], grid: list[float]) -> pd.DataFrame:
     """Validation loss and accuracy of both models at every rate of the grid (seed s.seed): rows (model, learning_rate,
     val_loss, val_acc)."""
-    return pd.DataFrame([row for rate in grid for row in rate_rows(replace(s, learning_rate=rate, rm_learning_rate=rate),
-                                                                    fit, val)])
+    runs = [replace(s, learning_rate=rate, rm_learning_rate=rate) for rate in grid]
+    return pd.DataFrame([row for run in runs for row in rate_rows(run, fit, val)])
 
 
 def rate_rows(s: TrainSettings, fit: list[Pair], val: list[Pair]) -> list[dict]:
