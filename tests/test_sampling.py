@@ -53,6 +53,31 @@ def test_rows_take_their_own_path() -> None:
     assert tokens.tolist() == [draw(flat, 0.9, uniform[:1], 16).item(), draw(peaked, 0.9, uniform[1:], 16).item()]
 
 
+def test_the_whole_distribution_path_draws_any_number_of_rows_as_one_row_each() -> None:
+    """More rows than DRAW_ROWS go through the full-vocabulary path a few at a time: each row's token is the one it
+    draws alone."""
+    torch.manual_seed(2)
+    scores, uniform = torch.randn(40, 500) * 2.0, torch.rand(40, dtype=torch.float64)
+    for top_p in (0.9, 1.0):
+        together = draw(scores, top_p, uniform, candidates=4)  # 4 candidates never hold 0.9: every row takes that path
+        alone = [draw(scores[i:i + 1], top_p, uniform[i:i + 1], candidates=4).item() for i in range(40)]
+        assert together.tolist() == alone
+
+
+def test_blocks_of_rows_share_the_variates_of_a_lone_block() -> None:
+    """With blocks, row i of every block draws what row i draws when its block is sampled alone with the same seed."""
+    torch.manual_seed(3)
+    scores = torch.randn(6, 300)
+    together, first, second = NucleusSampler(1.0, 7, blocks=2), NucleusSampler(1.0, 7), NucleusSampler(1.0, 7)
+    for _ in range(3):  # successive steps continue each stream
+        alone = torch.cat([first(None, scores[:3]), second(None, scores[3:])])
+        assert torch.equal(together(None, scores).argmax(-1), alone.argmax(-1))
+    shared = torch.zeros(2, 300)  # the same scores in both blocks: the same tokens
+    assert torch.equal(*NucleusSampler(1.0, 7, blocks=2)(None, shared).argmax(-1).chunk(2))
+    with pytest.raises(ValueError, match="do not split into 4 equal blocks"):
+        NucleusSampler(1.0, 7, blocks=4)(None, scores)
+
+
 def test_generate_is_reproducible_by_seed_and_greedy_for_a_tiny_nucleus() -> None:
     """Through generate(): one seed, one output; another seed, another; top_p near 0 is greedy decoding."""
     from tiny import tiny_causal_lm, tiny_tokenizer

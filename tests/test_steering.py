@@ -117,6 +117,23 @@ def test_intervention_changes_exactly_the_chosen_units(llama_table, tokenizer, p
     assert no_hooks(model)
 
 
+def test_intervention_on_some_rows_leaves_the_other_rows_as_they_were(llama_table, tokenizer):
+    """rows: one batch, units forced in its second half only; its first half is the unforced run, its second half
+    the run with every row forced."""
+    model, _, table = llama_table
+    experts = some_experts(table, 1, [2, 5, 7])
+    batch = tokenizer(CORPUS[:2] * 2, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        plain = model(**batch).logits
+        with interventions.intervene(model, experts):
+            forced = model(**batch).logits
+        with interventions.intervene(model, experts, rows=slice(2, 4)):
+            half = model(**batch).logits
+    assert torch.allclose(half[:2], plain[:2]) and torch.allclose(half[2:], forced[2:])
+    assert not torch.allclose(forced[2:], plain[2:])  # the forcing changes the output, so the first check can fail
+    assert no_hooks(model)
+
+
 def test_intervention_at_last_position_only(llama_table, tokenizer):
     model, _, table = llama_table
     experts = some_experts(table, 0, [3])

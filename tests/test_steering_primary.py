@@ -3,7 +3,7 @@ computation."""
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from types import SimpleNamespace
 
 import numpy as np
@@ -117,27 +117,33 @@ def test_each_sampling_seed_forces_the_experts_of_its_own_experts_split(monkeypa
                           expertise=lambda seed: asked.append(seed) or tables[seed])
 
     @contextmanager
-    def record(model: object, units: pd.DataFrame, value: str):
-        """Remember the units forced around the next sample_texts call."""
-        forced.append((set(units["unit"]), value))
+    def record(model: object, units: pd.DataFrame, value: str, rows: slice):
+        """Remember the units forced in a block of rows around the next sample_texts call."""
+        forced.append((rows.start // 3, set(units["unit"]), value))
         yield []
 
-    def sample(model: object, tokenizer: object, prompt: str, n: int, seed: int, *_: object) -> list[str]:
-        """Texts that name the seed they were sampled with."""
-        forced.append(seed)
-        return [f"Le chat dort sur le tapis, graine {seed}."] * n
+    def sample(model: object, tokenizer: object, prompt: str, n: int, seed: int, tokens: int, temperature: float,
+               blocks: int) -> list[str]:
+        """Texts that name the seed and block they were sampled with."""
+        forced.append((seed, blocks))
+        return [f"Le chat dort sur le tapis, graine {seed}, bloc {i // n}." for i in range(n * blocks)]
 
     monkeypatch.setattr(generation, "intervene", record)
     monkeypatch.setattr(generation, "sample_texts", sample)
     samples = generation.sampled_generation(lab, 6, "random-target", [0, 1, 2], 3, "", 8, 0.8)
     assert sorted(asked) == [0, 1, 2]
     calls = iter(forced)
-    for seed in (0, 1, 2):
-        assert next(calls) == seed  # k=0: nothing forced
-        for target in languages:
-            for arm in ("experts", "random-target"):
-                units, value = choose(tables[seed], target, 6, arm, seed, "top_bottom")
-                assert next(calls) == (set(units["unit"]), value) and next(calls) == seed
+    for seed in (0, 1, 2):  # one batch per seed: block 0 (k=0) forces nothing, then experts and control per target
+        arms = [(target, arm) for target in languages for arm in ("experts", "random-target")]
+        for block, (target, arm) in enumerate(arms, start=1):
+            units, value = choose(tables[seed], target, 6, arm, seed, "top_bottom")
+            assert next(calls) == (block, set(units["unit"]), value)
+        assert next(calls) == (seed, 1 + len(arms))
+        drawn = samples[samples["seed"] == seed]
+        assert (drawn[drawn["arm"] == "k=0"]["text"].str.endswith("bloc 0.")).all()
+        for block, (target, arm) in enumerate(arms, start=1):
+            texts = drawn[(drawn["arm"] == arm) & (drawn["target"] == target)]["text"]
+            assert len(texts) == 3 and texts.str.endswith(f"graine {seed}, bloc {block}.").all()
     assert len(samples) == 3 * 3 * (len(languages) + 2 * len(languages))
     assert (samples[samples["arm"] == "experts"].groupby("seed").size() == 3 * len(languages)).all()
     one = {seed: choose(tables[seed], "fr", 6, "experts", seed, "top_bottom")[0]["unit"].tolist() for seed in (0, 1)}
@@ -156,6 +162,24 @@ def test_sampling_from_an_empty_prompt_is_reproducible_by_seed() -> None:
     first, again = (generation.sample_texts(model, tokenizer, "", 6, 3, 5, 0.8) for _ in range(2))
     other = generation.sample_texts(model, tokenizer, "", 6, 4, 5, 0.8)
     assert first == again and first != other and len(first) == 6
+
+
+def test_arms_sampled_side_by_side_draw_what_each_draws_alone() -> None:
+    """Blocks of one batch, each under its own forced units and with the seed's variates, give the samples of one
+    call per arm (the forcing is strong enough to change them)."""
+    model, tokenizer = tiny_causal_lm("llama"), tiny_tokenizer()
+    modules = ["model.layers.0.mlp.down_proj", "model.layers.1.mlp.down_proj"]
+    arms = [pd.DataFrame({"module": modules, "index": [3, 5], "on_p50": [40.0 * sign, -40.0 * sign]}) for sign in (1, -1)]
+    alone = [generation.sample_texts(model, tokenizer, "", 4, 3, 6, 0.8)]
+    for units in arms:
+        with generation.intervene(model, units, "on_p50"):
+            alone.append(generation.sample_texts(model, tokenizer, "", 4, 3, 6, 0.8))
+    with ExitStack() as stack:
+        for block, units in enumerate(arms, start=1):
+            stack.enter_context(generation.intervene(model, units, "on_p50", rows=slice(4 * block, 4 * block + 4)))
+        together = generation.sample_texts(model, tokenizer, "", 4, 3, 6, 0.8, blocks=3)
+    assert together == [text for texts in alone for text in texts]
+    assert alone[0] != alone[1] and alone[1] != alone[2]
 
 
 def test_what_decides_labels_its_first_row_by_the_seed_and_sentences_it_uses(monkeypatch: pytest.MonkeyPatch) -> None:

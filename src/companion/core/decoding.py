@@ -19,6 +19,10 @@ def _invert(cdf: torch.Tensor, uniform: torch.Tensor, last: torch.Tensor) -> tor
     return torch.searchsorted(cdf, target, right=True).squeeze(-1).minimum(last)
 
 
+DRAW_ROWS = 16  # rows drawn from their whole distribution at once: 24 bytes per row and vocabulary entry (100 MB for
+                # 16 rows of Gemma 3's 262,144), not a batch's worth
+
+
 def draw(scores: torch.Tensor, top_p: float, uniform: torch.Tensor, candidates: int = 1024) -> torch.Tensor:
     """One token per row of scores (logits), drawn from the top-p nucleus at the given uniform variates in [0, 1).
 
@@ -37,33 +41,38 @@ def draw(scores: torch.Tensor, top_p: float, uniform: torch.Tensor, candidates: 
         cdf = torch.where(kept, p, torch.zeros_like(p)).double().cumsum(-1)
         pick = _invert(cdf, uniform[covered], kept.sum(-1) - 1)
         tokens[covered] = index[covered].gather(-1, pick.unsqueeze(-1)).squeeze(-1)
-    rest = ~covered
-    if rest.any():
-        filtered = TopPLogitsWarper(top_p)(None, scores[rest]) if top_p < 1.0 else scores[rest]
+    for rows in (~covered).nonzero().squeeze(-1).split(DRAW_ROWS):
+        filtered = TopPLogitsWarper(top_p)(None, scores[rows]) if top_p < 1.0 else scores[rows]
         cdf = filtered.double().softmax(-1).cumsum(-1)
-        tokens[rest] = _invert(cdf, uniform[rest], cdf.argmax(-1))  # argmax: the last token with mass
+        tokens[rows] = _invert(cdf, uniform[rows], cdf.argmax(-1))  # argmax: the last token with mass
     return tokens
 
 
 class NucleusSampler(LogitsProcessor):
     """Draws each row's next token from the top-p nucleus (seeded) and returns scores where only it is finite."""
 
-    def __init__(self, top_p: float, seed: int, candidates: int = 1024) -> None:
-        """top_p in (0, 1] (1: the whole distribution); seed: the stream of uniform variates, one per row and step."""
-        self.top_p, self.candidates = top_p, candidates
+    def __init__(self, top_p: float, seed: int, candidates: int = 1024, blocks: int = 1) -> None:
+        """top_p in (0, 1] (1: the whole distribution); seed: the stream of uniform variates, one per row and step;
+        blocks: the rows form this many equal blocks that share one stream (row i of every block draws the variates
+        row i of a lone block would)."""
+        self.top_p, self.candidates, self.blocks = top_p, candidates, blocks
         self.generator = torch.Generator().manual_seed(seed)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         """Scores that are -inf everywhere but at the drawn token of each row."""
-        uniform = torch.rand(scores.shape[0], generator=self.generator, dtype=torch.float64).to(scores.device)
+        rows, rest = divmod(scores.shape[0], self.blocks)
+        if rest:
+            raise ValueError(f"{scores.shape[0]} rows do not split into {self.blocks} equal blocks")
+        uniform = torch.rand(rows, generator=self.generator, dtype=torch.float64).repeat(self.blocks).to(scores.device)
         tokens = draw(scores, self.top_p, uniform, self.candidates)
         return torch.full_like(scores, -torch.inf).scatter(-1, tokens.unsqueeze(-1), 0.0)
 
 
-def sampling_processors(temperature: float, top_p: float, seed: int) -> LogitsProcessorList:
-    """Temperature, then the nucleus draw: transformers' own order for do_sample=True, for generate(do_sample=False)."""
+def sampling_processors(temperature: float, top_p: float, seed: int, blocks: int = 1) -> LogitsProcessorList:
+    """Temperature, then the nucleus draw: transformers' own order for do_sample=True, for generate(do_sample=False);
+    blocks: equal blocks of rows that share the variates (NucleusSampler)."""
     first = [TemperatureLogitsWarper(temperature)] if temperature != 1.0 else []
-    return LogitsProcessorList([*first, NucleusSampler(top_p, seed)])
+    return LogitsProcessorList([*first, NucleusSampler(top_p, seed, blocks=blocks)])
 
 
 def sample(model: PreTrainedModel, inputs: dict[str, torch.Tensor], max_new_tokens: int, processors: LogitsProcessorList,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import nullcontext
+from contextlib import ExitStack
 
 import numpy as np
 import pandas as pd
@@ -151,15 +151,20 @@ def examples(runs: list[dict], prompts: Sequence[str], n: int = 4) -> pd.DataFra
 
 
 def sample_texts(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt: str, n: int, seed: int,
-                 max_new_tokens: int, temperature: float) -> list[str]:
-    """n continuations of one prompt sampled at a temperature (no top-k or top-p cut), reproducible by seed."""
+                 max_new_tokens: int, temperature: float, blocks: int = 1) -> list[str]:
+    """n continuations of one prompt sampled at a temperature (no top-k or top-p cut), reproducible by seed; with
+    blocks, n x blocks rows in one batch, each block of n drawn with the variates of a lone call (under whatever
+    each block's rows have forced)."""
     threads.follow()
     ids = tokenizer(prompt)["input_ids"] or [tokenizer.bos_token_id]  # an empty prompt is <bos> alone
-    inputs = torch.tensor([ids] * n, device=next(model.parameters()).device)
+    inputs = torch.tensor([ids] * (n * blocks), device=next(model.parameters()).device)
     out = sample(model, {"input_ids": inputs, "attention_mask": torch.ones_like(inputs)}, max_new_tokens,
-                 sampling_processors(temperature, 1.0, seed), tokenizer.pad_token_id)
+                 sampling_processors(temperature, 1.0, seed, blocks), tokenizer.pad_token_id)
     return tokenizer.batch_decode(out[:, inputs.shape[1]:], skip_special_tokens=True)
 
+
+
+SAMPLED_ROWS = 128  # most rows sampled at once by `sampled_generation`: whole arms of per_seed samples, one batch
 
 
 def sampled_generation(lab: Setup, k: int, control: str, seeds: Sequence[int], per_seed: int, prompt: str,
@@ -169,26 +174,33 @@ def sampled_generation(lab: Setup, k: int, control: str, seeds: Sequence[int], p
 
     Each seed is an experts split and a sampling stream at once: seed s forces the experts found on the experts split
     drawn with s (lab.expertise(s), cached on disk), draws the control's random units with s, and samples with s.
-    The unforced samples (arm 'k=0') are drawn once per seed and scored against every target.
+    The unforced samples (arm 'k=0') are drawn once per seed and scored against every target. A seed's arms are
+    sampled side by side, each in its own block of rows under its own units and with the same variates (SAMPLED_ROWS
+    rows at a time): the samples a call per arm would draw, up to float rounding, in a fraction of the time, since
+    a few rows leave the LM head bound by reading its weights on a CPU.
     """
     s, identifier = lab.settings, language_identifier(lab.languages)
     rows = []
-
-    def add(arm: str, targets: Sequence[str], seed: int, units: pd.DataFrame | None, value: str) -> None:
-        """Sample one seed (under the units when given) and add one row per target and sample."""
-        with intervene(lab.model, units, value) if units is not None else nullcontext():
-            texts = sample_texts(lab.model, lab.tokenizer, prompt, per_seed, seed, max_new_tokens, temperature)
-        found = identified_languages(texts, identifier)
-        rows.extend({"arm": arm, "target": target, "seed": seed, "sample": i, "text": text, "language": code,
-                     "in_target": code == target} for target in targets for i, (text, code) in enumerate(zip(texts, found)))
-
     for seed in tqdm(seeds, desc="seeds (experts split and sampling)"):
-        add("k=0", lab.languages, seed, None, "on_p50")
         table = lab.expertise(seed)
-        for target in lab.languages:
-            for arm in ("experts", control):
-                units, value = choose(table, target, k, arm, seed, s.selection)
-                add(arm, [target], seed, units, value)
+        arms = [("k=0", list(lab.languages), None, "on_p50")]
+        arms += [(arm, [target], *choose(table, target, k, arm, seed, s.selection))
+                 for target in lab.languages for arm in ("experts", control)]
+        step = max(1, SAMPLED_ROWS // per_seed)
+        for start in range(0, len(arms), step):
+            batch = arms[start:start + step]
+            with ExitStack() as stack:
+                for block, (_, _, units, value) in enumerate(batch):
+                    if units is not None:
+                        stack.enter_context(intervene(lab.model, units, value,
+                                                      rows=slice(block * per_seed, (block + 1) * per_seed)))
+                texts = sample_texts(lab.model, lab.tokenizer, prompt, per_seed, seed, max_new_tokens, temperature,
+                                     len(batch))
+            found = identified_languages(texts, identifier)
+            for block, (arm, targets, _, _) in enumerate(batch):
+                drawn = list(zip(texts, found))[block * per_seed:(block + 1) * per_seed]
+                rows.extend({"arm": arm, "target": target, "seed": seed, "sample": i, "text": text, "language": code,
+                             "in_target": code == target} for target in targets for i, (text, code) in enumerate(drawn))
     return pd.DataFrame(rows)
 
 
