@@ -551,3 +551,29 @@ def test_one_seeds_and_one_rates_models_are_held_at_a_time(tiny_folder, tmp_path
     search = tuning.learning_rate_search(settings, PAIRS[:6], PAIRS[6:], [1e-2, 5e-2])
     assert sorted(search["learning_rate"].unique()) == [1e-2, 5e-2]
     assert len(held) == 4
+
+
+def test_a_start_in_the_cache_keys_and_records_the_same_wherever_the_cache_lives(tmp_path, monkeypatch):
+    """The common start is a folder in the cache: its trained models' keys and the results file name it from
+    $COMPANION_CACHE, so another cache location (another machine, a cluster worker) finds the same entries."""
+    import json
+
+    from companion.core.cache import portable
+    from companion.publish import results
+
+    keys, written = [], []
+    for place in ("here", "there"):
+        monkeypatch.setenv("COMPANION_CACHE", str(tmp_path / place))
+        start = tmp_path / place / "paper-b-sft" / "abc"
+        start.mkdir(parents=True)
+        keys.append(training.model_key(training.TrainSettings(**{**SETTINGS.__dict__, "model": str(start)}), PAIRS, "dpo"))
+        monkeypatch.setenv(results.RESULTS_ENV, str(tmp_path / f"{place}.json"))
+        results.record({"settings": {"model": str(start)}, "note": f"{tmp_path / place}2/x"})
+        written.append(json.loads((tmp_path / f"{place}.json").read_text())["metrics"])
+    assert keys[0] == keys[1]
+    assert written[0]["settings"]["model"] == written[1]["settings"]["model"] == "$COMPANION_CACHE/paper-b-sft/abc"
+    assert written[1]["note"] == f"{tmp_path / 'there'}2/x"  # a sibling folder whose name only starts alike stays
+    assert portable(str(tmp_path / "elsewhere")) == str(tmp_path / "elsewhere")
+    other = tmp_path / "own-model"  # a folder of your own is named by its path
+    other.mkdir()
+    assert training.model_key(training.TrainSettings(**{**SETTINGS.__dict__, "model": str(other)}), PAIRS, "dpo") != keys[0]

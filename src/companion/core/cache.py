@@ -17,6 +17,19 @@ def cache_root() -> Path:
 
 
 
+CACHE_NAME = "$COMPANION_CACHE"  # how a path inside the cache folder is written in cache keys and results files
+
+
+def portable(text: str) -> str:
+    """A path inside the cache folder written as $COMPANION_CACHE/..., the same on every machine and cache location
+    (a cache key or a results file then does not depend on where the cache lives); any other text as it is."""
+    for root in {str(cache_root()), str(cache_root().resolve())}:
+        if text == root or text.startswith(root + os.sep):
+            return CACHE_NAME + text[len(root):]
+    return text
+
+
+
 def cache_key(**parts: object) -> str:
     """A short stable hash of everything that determines a cached result."""
     text = json.dumps(parts, sort_keys=True, default=str)

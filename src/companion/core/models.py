@@ -14,7 +14,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
-from companion.core.cache import cache_root
+from companion.core.cache import cache_root, portable
 from companion.core.errors import UserError
 from companion.core.files import computing, sha256_file, staged_folder
 
@@ -204,7 +204,8 @@ def model_identity(name: str) -> dict[str, str]:
         except PackageNotFoundError:
             ver = "not installed"
         return {"name": name, "source": f"{spec.package}=={ver}", "sha256": spec.sha256, "licence": spec.licence}
-    return {"name": name, "source": "huggingface-hub" if not Path(name).exists() else str(Path(name).resolve())}
+    return {"name": portable(name),
+            "source": "huggingface-hub" if not Path(name).exists() else portable(str(Path(name).resolve()))}
 
 
 

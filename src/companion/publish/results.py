@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from companion.core.cache import portable
 from companion.core.files import staged_file
 
 RESULTS_ENV = "COMPANION_RESULTS"
@@ -31,6 +32,15 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
+def portable_paths(value: Any) -> Any:
+    """The JSON value with every path inside the cache folder written as $COMPANION_CACHE/... (core.cache.portable)."""
+    if isinstance(value, dict):
+        return {k: portable_paths(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [portable_paths(v) for v in value]
+    return portable(value) if isinstance(value, str) else value
+
+
 def write_json_atomic(path: Path, payload: Any) -> Path:
     """Write JSON to a temporary file beside path, then rename it into place."""
     with staged_file(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
@@ -45,7 +55,7 @@ def record(metrics: dict[str, Any], *, models: list[dict[str, str]] | None = Non
     Under `companion run` this writes the file the runner turns into book/_generated/results/<name>.json;
     run interactively it writes nothing and returns the payload.
     """
-    payload = {"metrics": to_jsonable(metrics), "models": models or [], "data": data or []}
+    payload = portable_paths({"metrics": to_jsonable(metrics), "models": models or [], "data": data or []})
     target = os.environ.get(RESULTS_ENV)
     if target:
         write_json_atomic(Path(target), payload)

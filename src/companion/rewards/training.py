@@ -26,7 +26,7 @@ from transformers.utils import logging as hf_logging
 from trl import DPOConfig, DPOTrainer, RewardConfig, RewardTrainer
 
 from companion.core import threads
-from companion.core.cache import cache_key, cache_root
+from companion.core.cache import cache_key, cache_root, portable
 from companion.core.files import staged_folder
 from companion.core.models import EMBEDDED, MARKER, embedded_cache_dir, load_causal_lm, model_identity
 from companion.core.precision import trainer_flags
@@ -212,6 +212,7 @@ def model_key(s: TrainSettings, pairs: list[Pair], kind: str) -> str:
     import trl
 
     settings = asdict(for_kind(s, kind))
+    settings["model"] = portable(s.model)  # the common start's folder, wherever the cache lives
     settings.pop("rm_learning_rate")
     if kind == "rm":
         settings.pop("beta")  # the reward model does not use the DPO temperature
