@@ -2,6 +2,9 @@
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -64,7 +67,7 @@ REFUSALS = [
     ("steering_1*", ["model_name={files}"], "folder without config.json"),
     ("steering_1*", ["corpus=nobody/no-such-corpus"], "not in the local Hugging Face cache"),
     ("steering_1*", ["units=(mlp"], "not a regular expression"),
-    ("steering_1*", ["dtype=float33"], "not a torch dtype"),
+    ("steering_1*", ["dtype=float33"], "not a torch floating-point dtype"),
     ("dpo_2*", ["precision=float16"], "is not allowed; use 'float32' or 'bfloat16'"),
     ("steering_1*", ["pooling=median"], "is not allowed; use 'mean' or 'max'"),
     ("steering_1*", ["threads=0"], "must be >= 1"),
@@ -174,3 +177,14 @@ def test_annotations_in_the_parameters_cell_set_the_types(tmp_path: Path) -> Non
     with pytest.raises(UserError, match=r"toy: units=3 \(from --set\) is not str \| None; pass a value like units=None"):
         preflight.check([toy], {"toy": {**toy.defaults, "units": 3}}, origin)
     preflight.check([toy], {"toy": {**toy.defaults, "units": "mlp"}}, origin)
+
+
+def test_the_runner_checks_every_default_notebook_without_loading_torch() -> None:
+    """The runner and the workers it forks hold no model, so they never load torch or transformers (about 300 MiB
+    each): the parameter checks know the models' shapes, dtypes and choices by name."""
+    script = ("import sys; from companion.publish.cli import main; "
+              "rc = main(['run', '--profile', 'default', '--dry-run']); "
+              "print(rc, sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.stdout.strip().splitlines()[-1] == "0 []", done.stdout + done.stderr

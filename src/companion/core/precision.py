@@ -9,10 +9,12 @@ parameter. Scoring the pairs stays in float32 (companion.rewards.scoring says wh
 from __future__ import annotations
 
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from companion.core.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
 
 PRECISIONS = ("float32", "bfloat16")
 
@@ -26,12 +28,16 @@ def check(precision: str) -> str:
 
 def autocast(precision: str, device: torch.device | str = "cpu") -> torch.autocast:
     """A context in which matrix products run in bfloat16 when precision is "bfloat16" (a no-op for "float32")."""
+    import torch  # in each function, not above: the runner checks precisions without loading torch
+
     return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16,
                           enabled=check(precision) == "bfloat16")
 
 
 def trainer_flags(precision: str) -> dict[str, bool]:
     """TrainingArguments for this precision: bf16 mixed precision when asked, on a GPU or on the CPU."""
+    import torch
+
     return {"bf16": check(precision) == "bfloat16", "use_cpu": not torch.cuda.is_available()}
 
 
@@ -46,7 +52,11 @@ def native_bfloat16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool | None:
 
 def slow_bfloat16_note(asked: bool) -> str | None:
     """A one-line note when bfloat16 is asked for on a CPU-only machine whose CPU lacks it (it then runs slower)."""
-    if asked and not torch.cuda.is_available() and native_bfloat16() is False:
+    if not asked or native_bfloat16() is not False:
+        return None
+    import torch  # only on a CPU without native bfloat16: is there a GPU instead?
+
+    if not torch.cuda.is_available():
         return ("companion: note: this CPU has neither AVX512-BF16 nor AMX, so bfloat16 (dtype, precision) runs slower "
                 "than float32 here; add --set dtype=float32 --set precision=float32 for speed (the numbers then differ "
                 "slightly: benchmarks/bench_precision.py)")

@@ -12,8 +12,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import torch
-
 SHARE_FILE = "COMPANION_CORE_SHARE"
 
 
@@ -38,6 +36,8 @@ def write_running(path: Path, running: int, cap: int) -> None:
 
 def follow() -> int:
     """Set torch's threads to this notebook's share now when the runner shares the cores; return the threads in use."""
+    import torch  # here, not above: the runner writes the shares without loading torch
+
     path = os.environ.get(SHARE_FILE)
     if path:
         try:

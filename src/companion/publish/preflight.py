@@ -102,12 +102,13 @@ def _regex(ctx: Context, name: str) -> None:
             raise ctx.refuse(name, f"is not a regular expression ({exc})", "escape special characters or pass null") from exc
 
 
-def _dtype(ctx: Context, name: str) -> None:
-    """A torch dtype name such as float32 or bfloat16."""
-    import torch
+FLOAT_DTYPES = ("float32", "bfloat16", "float16", "float64", "float", "half", "double")  # torch's names (and aliases)
 
-    if not isinstance(getattr(torch, ctx.params[name], None), torch.dtype):
-        raise ctx.refuse(name, "is not a torch dtype", "use float32, bfloat16 or float16")
+
+def _dtype(ctx: Context, name: str) -> None:
+    """A torch floating-point dtype name such as float32 or bfloat16 (checked by name: the runner never loads torch)."""
+    if ctx.params[name] not in FLOAT_DTYPES:
+        raise ctx.refuse(name, "is not a torch floating-point dtype", "use float32, bfloat16 or float16")
 
 
 def _model(ctx: Context, name: str) -> None:
@@ -250,13 +251,6 @@ def _units(ctx: Context, name: str) -> None:
                          f"pass at most {total}")
 
 
-def _pooling() -> tuple[str, ...]:
-    """Poolings the forward pass knows."""
-    from companion.core.forward import POOLINGS
-
-    return POOLINGS
-
-
 def _steering_choices(field: str) -> Callable[[], tuple[str, ...]]:
     """The choices paper A's settings accept for one field (selection, unit_site, ...)."""
 
@@ -270,7 +264,7 @@ def _steering_choices(field: str) -> Callable[[], tuple[str, ...]]:
 
 def _controls() -> tuple[str, ...]:
     """Random-unit controls."""
-    from companion.steering.expertise import CONTROLS
+    from companion.steering.settings import CONTROLS
 
     return tuple(CONTROLS)
 
@@ -292,7 +286,7 @@ CHECKS: dict[str, Check] = {
     "layers": _layers, "projection_layer": _layers, "primary_layer": _layers,
     "k": _units, "k_values": _units, "primary_k": _units, "sweep_k": _units, "sample_k": _units,
     "test_fraction": _fraction, "units": _regex, "dtype": _dtype,
-    "pooling": one_of(_pooling), "controls": one_of(_controls),
+    "pooling": one_of(_steering_choices("pooling")), "controls": one_of(_controls),
     "control": one_of(_controls), "selection": one_of(_steering_choices("selection")),
     "unit_site": one_of(_steering_choices("unit_site")), "pairs_scope": one_of(lambda: ("all", "pivot", "from-pivot", "to-pivot")),
     "positions": one_of(lambda: ("all", "last")), "protocol": one_of(lambda: ("source", "both")),

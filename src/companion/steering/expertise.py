@@ -20,12 +20,12 @@ from companion.core.files import sha256_file, staged_file
 from companion.core.models import model_identity
 from companion.steering.average_precision import average_precision
 from companion.steering.recording import default_pattern, record_sites, stacked
+from companion.steering.settings import CONTROLS
 
 SELECTIONS = ("top", "top_bottom", "random")
 
 
 # What each named selection forces: (how units are chosen, which statistic they are forced to).
-CONTROLS = {"random-target": "on_p50", "random-median": "all_p50"}  # control -> statistic its random units are forced to
 
 
 TABLE_VERSION = 2  # 2: versification markers stripped, special tokens out of the pool, unit sites

@@ -20,6 +20,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "positions": get_args(Positions), "dtype": get_args(DType), "unit_site": get_args(UnitSite),
 }
 
+CONTROLS = {"random-target": "on_p50", "random-median": "all_p50"}  # control -> statistic its random units are forced to
+
 
 @dataclass(frozen=True)
 class SteeringSettings:
