@@ -181,9 +181,10 @@ def test_annotations_in_the_parameters_cell_set_the_types(tmp_path: Path) -> Non
 
 def test_the_runner_checks_every_default_notebook_without_loading_torch() -> None:
     """The runner and the workers it forks hold no model, so they never load torch or transformers (about 300 MiB
-    each): the parameter checks know the models' shapes, dtypes and choices by name."""
-    script = ("import sys; from companion.publish.cli import main; "
-              "rc = main(['run', '--profile', 'default', '--dry-run']); "
+    each): the parameter checks know the models' shapes, dtypes and choices by name, and the bfloat16 note asks a
+    child process whether there is a GPU."""
+    script = ("import sys; from companion.publish.cli import main; from companion.core import precision; "
+              "rc = main(['run', '--profile', 'default', '--dry-run']); precision.slow_bfloat16_note(True); "
               "print(rc, sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "HF_HUB_OFFLINE": "1"})

@@ -8,6 +8,8 @@ parameter. Scoring the pairs stays in float32 (companion.rewards.scoring says wh
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -50,13 +52,19 @@ def native_bfloat16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool | None:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def gpu_available() -> bool:
+    """Whether torch sees a GPU here, asked in a child process: the runner, which asks, never loads torch itself."""
+    try:
+        found = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.is_available())"],
+                               capture_output=True, text=True, timeout=300)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return found.stdout.strip() == "True"
+
+
 def slow_bfloat16_note(asked: bool) -> str | None:
     """A one-line note when bfloat16 is asked for on a CPU-only machine whose CPU lacks it (it then runs slower)."""
-    if not asked or native_bfloat16() is not False:
-        return None
-    import torch  # only on a CPU without native bfloat16: is there a GPU instead?
-
-    if not torch.cuda.is_available():
+    if asked and native_bfloat16() is False and not gpu_available():
         return ("companion: note: this CPU has neither AVX512-BF16 nor AMX, so bfloat16 (dtype, precision) runs slower "
                 "than float32 here; add --set dtype=float32 --set precision=float32 for speed (the numbers then differ "
                 "slightly: benchmarks/bench_precision.py)")
