@@ -2,8 +2,8 @@
 
     python benchmarks/run.py [--only ROW ...] [--quick]
 
-ROW is a number (1-10) or a name (ap, capture, intervention, batching, peak, memory, training, precision,
-steering_precision, allocator). --quick uses
+ROW is a number (1-11) or a name (ap, capture, intervention, batching, peak, memory, training, precision,
+steering_precision, allocator, sampled_arms). --quick uses
 smaller samples and the smoke profile for the memory row, and says so in each row's detail.
 """
 
@@ -23,12 +23,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import bench_allocator  # noqa: E402  (after the environment is set)
 import bench_memory  # noqa: E402
 import bench_precision  # noqa: E402
+import bench_sampling  # noqa: E402
 import bench_steering  # noqa: E402
 import bench_training  # noqa: E402
 from common import RESULTS, Row, markdown_table, use_physical_cores, write_rows  # noqa: E402
 
 ROWS: dict[str, Callable[[bool], Row]] = {**bench_steering.ROWS, **bench_memory.ROWS, **bench_training.ROWS, **bench_precision.ROWS,
-                                         **bench_allocator.ROWS}
+                                         **bench_allocator.ROWS, **bench_sampling.ROWS}
 
 
 def selected(only: list[str] | None) -> list[str]:
@@ -52,7 +53,7 @@ def merged(previous: list[dict], rows: dict[str, Row]) -> list[Row]:
 def main(argv: list[str] | None = None) -> int:
     """Parse the flags, run the chosen rows with progress lines, print the table and write bench.json."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", nargs="+", metavar="ROW", help="rows to run: numbers 1-10 or names")
+    parser.add_argument("--only", nargs="+", metavar="ROW", help="rows to run: numbers 1-11 or names")
     parser.add_argument("--quick", action="store_true", help="small samples; smoke profile for the memory row")
     args = parser.parse_args(argv)
     threads, started, rows = use_physical_cores(), time.perf_counter(), {}
