@@ -23,7 +23,8 @@ CACHE_NAME = "$COMPANION_CACHE"  # how a path inside the cache folder is written
 def portable(text: str) -> str:
     """A path inside the cache folder written as $COMPANION_CACHE/..., the same on every machine and cache location
     (a cache key or a results file then does not depend on where the cache lives); any other text as it is."""
-    for root in {str(cache_root()), str(cache_root().resolve())}:
+    folder = cache_root()
+    for root in {str(folder), str(folder.resolve())}:
         if text == root or text.startswith(root + os.sep):
             return CACHE_NAME + text[len(root):]
     return text

@@ -196,11 +196,11 @@ def sampled_generation(lab: Setup, k: int, control: str, seeds: Sequence[int], p
                                                       rows=slice(block * per_seed, (block + 1) * per_seed)))
                 texts = sample_texts(lab.model, lab.tokenizer, prompt, per_seed, seed, max_new_tokens, temperature,
                                      len(batch))
-            found = identified_languages(texts, identifier)
+            drawn = list(zip(texts, identified_languages(texts, identifier)))
             for block, (arm, targets, _, _) in enumerate(batch):
-                drawn = list(zip(texts, found))[block * per_seed:(block + 1) * per_seed]
                 rows.extend({"arm": arm, "target": target, "seed": seed, "sample": i, "text": text, "language": code,
-                             "in_target": code == target} for target in targets for i, (text, code) in enumerate(drawn))
+                             "in_target": code == target} for target in targets
+                            for i, (text, code) in enumerate(drawn[block * per_seed:(block + 1) * per_seed]))
     return pd.DataFrame(rows)
 
 
