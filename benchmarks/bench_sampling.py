@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 
 from bench_steering import model_and_tokenizer, random_units
 from common import Row, side_by_side
@@ -21,9 +21,7 @@ def arms_row(quick: bool) -> Row:
     def apart() -> list[str]:
         texts = []
         for units in arms:
-            with ExitStack() as stack:
-                if units is not None:
-                    stack.enter_context(intervene(model, units))
+            with intervene(model, units) if units is not None else nullcontext():
                 texts += sample_texts(model, tokenizer, "", per_seed, 0, tokens, 0.8)
         return texts
 

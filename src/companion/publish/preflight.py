@@ -14,9 +14,11 @@ from functools import lru_cache
 from typing import Any
 
 from companion.core.errors import UserError
+from companion.core.precision import PRECISIONS
 from companion.publish import profiles
 from companion.publish.model_checks import dataset_problem, model_problem, model_shape
 from companion.publish.param_types import fits
+from companion.steering.settings import CHOICES, CONTROLS
 
 
 @dataclass(frozen=True)
@@ -102,12 +104,9 @@ def _regex(ctx: Context, name: str) -> None:
             raise ctx.refuse(name, f"is not a regular expression ({exc})", "escape special characters or pass null") from exc
 
 
-FLOAT_DTYPES = ("float32", "bfloat16", "float16", "float64", "float", "half", "double")  # torch's names (and aliases)
-
-
 def _dtype(ctx: Context, name: str) -> None:
-    """A torch floating-point dtype name such as float32 or bfloat16 (checked by name: the runner never loads torch)."""
-    if ctx.params[name] not in FLOAT_DTYPES:
+    """A torch floating-point dtype paper A's settings accept (checked by name: the runner never loads torch)."""
+    if ctx.params[name] not in CHOICES["dtype"]:
         raise ctx.refuse(name, "is not a torch floating-point dtype", "use float32, bfloat16 or float16")
 
 
@@ -253,27 +252,7 @@ def _units(ctx: Context, name: str) -> None:
 
 def _steering_choices(field: str) -> Callable[[], tuple[str, ...]]:
     """The choices paper A's settings accept for one field (selection, unit_site, ...)."""
-
-    def choices() -> tuple[str, ...]:
-        from companion.steering.settings import CHOICES
-
-        return CHOICES[field]
-
-    return choices
-
-
-def _controls() -> tuple[str, ...]:
-    """Random-unit controls."""
-    from companion.steering.settings import CONTROLS
-
-    return tuple(CONTROLS)
-
-
-def _precisions() -> tuple[str, ...]:
-    """Arithmetic of paper B's sampling and training."""
-    from companion.core.precision import PRECISIONS
-
-    return PRECISIONS
+    return lambda: CHOICES[field]
 
 
 # Checks in the order they run: the model and data first, since later checks read them.
@@ -286,11 +265,11 @@ CHECKS: dict[str, Check] = {
     "layers": _layers, "projection_layer": _layers, "primary_layer": _layers,
     "k": _units, "k_values": _units, "primary_k": _units, "sweep_k": _units, "sample_k": _units,
     "test_fraction": _fraction, "units": _regex, "dtype": _dtype,
-    "pooling": one_of(_steering_choices("pooling")), "controls": one_of(_controls),
-    "control": one_of(_controls), "selection": one_of(_steering_choices("selection")),
+    "pooling": one_of(_steering_choices("pooling")), "controls": one_of(lambda: tuple(CONTROLS)),
+    "control": one_of(lambda: tuple(CONTROLS)), "selection": one_of(_steering_choices("selection")),
     "unit_site": one_of(_steering_choices("unit_site")), "pairs_scope": one_of(lambda: ("all", "pivot", "from-pivot", "to-pivot")),
-    "positions": one_of(lambda: ("all", "last")), "protocol": one_of(lambda: ("source", "both")),
-    "precision": one_of(_precisions),
+    "positions": one_of(_steering_choices("positions")), "protocol": one_of(_steering_choices("protocol")),
+    "precision": one_of(lambda: PRECISIONS),
     "seed": at_least(0), "data_seed": at_least(0), "seeds": at_least(0),
     "beta": at_least(0, strict=True), "learning_rate": at_least(0, strict=True),
     "n_*": at_least(1), "threads": at_least(1), "steps": at_least(1), "batch_size": at_least(1), "lora_*": at_least(1),
