@@ -2,6 +2,7 @@
 
 import copy
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -55,9 +56,17 @@ def write_all(folder: Path) -> Path:
     return folder
 
 
+def footnotes(page: str) -> dict[str, str]:
+    """The page's footnote definitions by label."""
+    return dict(re.findall(r"^\[\^(m\d+)\]: (.*)$", page, flags=re.M))
+
+
 def row(page: str, *parts: str) -> str:
-    """The one table line of the page that contains every part."""
-    found = [line for line in page.splitlines() if line.startswith("| ") and all(p in line for p in parts)]
+    """The one table line of the page that contains every part, its footnote references replaced by their text."""
+    notes = footnotes(page)
+    lines = [re.sub(r"\[\^(m\d+)\]", lambda ref: notes[ref.group(1)], line) for line in page.splitlines()
+             if line.startswith("| ")]
+    found = [line for line in lines if all(p in line for p in parts)]
     assert len(found) == 1, (parts, found)
     return found[0]
 
@@ -76,7 +85,7 @@ def test_primary_rows_carry_recorded_paired_intervals_and_verdicts(tmp_path: Pat
     ratio = row(page, "up to 2x")
     assert "1.55 [1.3, 1.85]" in ratio and "**smaller effect**" in ratio and "| 2 × top-1 |" in ratio
     assert "layer 9, k=100 units (experts), 2 ordered language pairs, 500 sentences, 3 seeds" in ratio
-    assert "0.4 → 0.62" in ratio and "| default |" in ratio
+    assert "0.4 → 0.62" in ratio and "not like for like" in ratio
     assert "beside it, the embeddings centred (the same runs): top-1 0.55 → 0.57, 1.04 [0.98, 1.1]" in ratio
     assert "**reproduced**" in row(page, "top-1 accuracy rises") and "| Δ top-1 > 0 (direction only) |" in page
     assert "**reproduced**" in row(page, "as many random units are forced")
@@ -87,7 +96,9 @@ def test_primary_rows_carry_recorded_paired_intervals_and_verdicts(tmp_path: Pat
     mean = row(page, "mean accuracy drop 3%")
     assert "0.01 [-0.02, 0.04]" in mean and "**inconclusive**" in mean  # contains both 0 and the paper's 0.03
     assert "in-distribution gap 0 [-0.01, 0.01]" in mean and "DPORM 0.97, EXRM 0.98" in mean
-    assert "prompt shift, response shift, both" in mean and "| smoke |" in mean
+    assert "prompt shift, response shift, both" in mean and "(the premise holds" in mean and "our interpretation" in mean
+    assert ("The rows come from these profiles' results: dpo_3_generalization `smoke`, steering_2_generation `default`, "
+            "steering_4_retrieval `default`.") in page
     largest = row(page[page.index("## Exploratory"):], "maximum drop of 7%")  # a maximum: exploratory, no verdict
     assert "0.05 [0.01, 0.09]" in largest and "no control maximum recorded" in largest
     assert not any(outcome in largest for outcome in OUTCOMES)
@@ -97,6 +108,16 @@ def test_primary_rows_carry_recorded_paired_intervals_and_verdicts(tmp_path: Pat
     assert "0.01 [-0.03, 0.05]" in shift and "**inconclusive**" in shift
     assert "under-powered: the interval's half-width 0.040 is above the 0.03" in shift
     assert len([line for line in page.splitlines() if line.startswith("| ") and "**" in line.split("|")[5]]) == 9
+
+
+def test_how_each_row_was_measured_is_one_footnote_per_distinct_text(tmp_path: Path) -> None:
+    page = render(write_all(tmp_path))
+    notes = footnotes(page)
+    cited = set(re.findall(r"\[\^(m\d+)\](?!:)", page))
+    assert cited == set(notes) and len(set(notes.values())) == len(notes)  # every reference defined, no text twice
+    rows = [line for line in page.splitlines() if line.startswith("| ")]
+    assert {line.count(" | ") for line in rows} == {5}  # six columns, no profile column
+    assert page.index("## Exploratory") < page.index("[^m1]: ")  # the notes close the page
 
 
 def test_maxima_are_exploratory_beside_the_controls_maximum(tmp_path: Path) -> None:

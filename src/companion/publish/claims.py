@@ -64,57 +64,83 @@ def _load(results_dir: Path, name: str, cache: dict[str, Fields | None]) -> Fiel
     return cache[name]
 
 
+class Notes:
+    """The page's footnotes: one per distinct 'how we measured' text, numbered in the order first cited, so the tables
+    stay one line per row."""
+
+    def __init__(self) -> None:
+        self.numbers: dict[str, int] = {}
+
+    def cite(self, text: str) -> str:
+        """A footnote reference to text (the same text is one footnote however often it is cited)."""
+        return f"[^m{self.numbers.setdefault(text, len(self.numbers) + 1)}]"
+
+    def definitions(self) -> list[str]:
+        """The footnotes' definitions, one paragraph each."""
+        return [line for text, n in self.numbers.items() for line in (f"[^m{n}]: {text}", "")]
+
+
 def _paper(key: str) -> str:
     """The paper column: its letter and a citation."""
     return f"{key} {{cite:p}}`{PAPERS[key]}`"
 
 
-def _claim_rows(claim: Claim, results: Fields | None) -> list[str]:
+def _claim_rows(claim: Claim, results: Fields | None, notes: Notes) -> list[str]:
     """The table lines of one claim: one per estimate, or one saying the notebook has not been run yet."""
     side = ">" if claim.direction > 0 else "<"
     paper_value = (f"{claim.unit} {side} {fmt(claim.null_value)} (direction only)" if claim.paper_value is None
                    else f"{fmt(claim.paper_value)} {claim.unit}")
     if results is None:
         return [f"| {_paper(claim.paper)} | {claim.text} | {paper_value} | — | not run yet | run `companion run --only "
-                f"{claim.source}` | — |"]
-    profile = results.text("profile")
+                f"{claim.source}` |"]
     lines = []
     metrics = results.child("metrics")
     failed_premise = claim.premise(metrics) if claim.premise else None
     for row in claim.extract(metrics):
         outcome = None if failed_premise else verdict(row.estimate, claim.paper_value, claim.null_value, claim.direction)
-        shown = f"**{outcome}**" if outcome else f"no verdict ({failed_premise or 'no interval recorded'})"
+        shown = (f"**{outcome}**" if outcome else f"no verdict (premise not met){notes.cite(failed_premise)}" if failed_premise
+                 else "no verdict (no interval recorded)")
         text = f"{claim.text} — **{row.label}**" if row.label else claim.text
-        lines.append(f"| {_paper(claim.paper)} | {text} | {paper_value} | {fmt_ci(row.estimate)} | {shown} | {row.note} "
-                     f"| {profile} |")
+        lines.append(f"| {_paper(claim.paper)} | {text} | {paper_value} | {fmt_ci(row.estimate)} | {shown} | "
+                     f"{notes.cite(row.note)} |")
     return lines
 
 
-def _maximum_row(maximum: Maximum, results: Fields | None) -> str:
+def _maximum_row(maximum: Maximum, results: Fields | None, notes: Notes) -> str:
     """The table line of one exploratory maximum beside the control's."""
     if results is None:
-        return f"| {_paper(maximum.paper)} | {maximum.text} | — | not run yet | — | — | — |"
+        return f"| {_paper(maximum.paper)} | {maximum.text} | — | not run yet | — | — |"
     ours, control = maximum.extract(results.child("metrics"))
-    theirs = (fmt_ci(control.estimate), control.note) if control else ("—", "no control maximum recorded")
-    return (f"| {_paper(maximum.paper)} | {maximum.text} | {fmt_ci(ours.estimate)} | {ours.note} | "
-            f"{theirs[0]} | {theirs[1]} | {results.text('profile')} |")
+    where = notes.cite(ours.note)
+    theirs = (fmt_ci(control.estimate), notes.cite(control.note)) if control else ("—", "no control maximum recorded")
+    return f"| {_paper(maximum.paper)} | {maximum.text} | {fmt_ci(ours.estimate)} | {where} | {theirs[0]} | {theirs[1]} |"
+
+
+def _profiles(cache: dict[str, Fields | None]) -> str:
+    """Which profile's results the tables show: one sentence."""
+    ran = {name: results.text("profile") for name, results in sorted(cache.items()) if results is not None}
+    if not ran:
+        return "No notebook behind these tables has been run yet."
+    if len(set(ran.values())) == 1:
+        return f"Every row comes from the `{next(iter(ran.values()))}` profile's results."
+    return "The rows come from these profiles' results: " + ", ".join(f"{name} `{p}`" for name, p in ran.items()) + "."
 
 
 def render(results_dir: Path, claims: tuple[Claim, ...] = CLAIMS, maxima: tuple[Maximum, ...] = MAXIMA) -> str:
     """The claims page as MyST markdown, computed from the results files (a malformed file is a UserError)."""
     cache: dict[str, Fields | None] = {}
+    notes = Notes()
+    primary = ["| paper | claim | paper's value | ours (95% CI) | verdict | how we measured |", "|---|---|---|---|---|---|"]
+    for claim in claims:
+        primary += _claim_rows(claim, _load(results_dir, claim.source, cache), notes)
+    exploratory = ["| paper | maximum of | ours (95% CI) | where | random units (95% CI) | where |", "|---|---|---|---|---|---|"]
+    exploratory += [_maximum_row(maximum, _load(results_dir, maximum.source, cache), notes) for maximum in maxima]
     lines = ["# Reproduction status", "",
              "This page is generated from `book/_generated/results/*.json` each time the book is built; nothing on it "
              "is typed by hand.", "",
              "## How to read this page", "", HOW_TO_READ, "",
              "## The rule", "", RULE, "",
-             "## Primary analysis", "",
-             "| paper | claim | paper's value | ours (95% CI) | verdict | how we measured | profile |",
-             "|---|---|---|---|---|---|---|"]
-    for claim in claims:
-        lines += _claim_rows(claim, _load(results_dir, claim.source, cache))
-    lines += ["", "## Exploratory: maxima", "", MAXIMA_TEXT, "",
-              "| paper | maximum of | ours (95% CI) | where | random units (95% CI) | where | profile |",
-              "|---|---|---|---|---|---|---|"]
-    lines += [_maximum_row(maximum, _load(results_dir, maximum.source, cache)) for maximum in maxima]
-    return "\n".join(lines) + "\n"
+             "## Primary analysis", "", f"{_profiles(cache)} How each row was measured is in its footnote, at the end "
+             "of the page.", "", *primary,
+             "", "## Exploratory: maxima", "", MAXIMA_TEXT, "", *exploratory, "", *notes.definitions()]
+    return "\n".join(lines).rstrip("\n") + "\n"
