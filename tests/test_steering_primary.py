@@ -12,7 +12,7 @@ import pytest
 from test_stats import direct_seed_item_interval
 from tiny import tiny_causal_lm, tiny_tokenizer
 
-from companion.core.stats import percentile_interval
+from companion.core.stats import percentile_interval, wilson_interval
 from companion.steering import generation, primary, retrieval
 from companion.steering.expertise import choose
 from companion.steering.settings import SteeringSettings
@@ -99,6 +99,7 @@ def test_sampled_primary_compares_each_target_with_k0_and_the_control() -> None:
     assert by_target["fr"]["diff_vs_control"] == 0.5 and by_target["en"]["diff_vs_k0"] == 0.0
     assert tuple(by_target["en"]["diff_vs_k0_ci"]) == (0.0, 0.0)
     assert result["control"] == "random-target" and result["prompt"] == ""
+    assert by_target["fr"]["share_wilson_ci"] == pytest.approx(wilson_interval(4, 8))  # pooled samples, seeds ignored
 
 
 def fake_table(seed: int, languages: list[str], units: int = 40) -> pd.DataFrame:

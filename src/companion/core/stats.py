@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.stats import norm
 from scipy.stats import t as student_t
 
 # A statistic of group means: {group: (n, arrays) means} -> (n,) values, for n replicates, seeds or 1 (the estimate).
@@ -29,6 +30,24 @@ def mean_ci(values: np.ndarray, n_boot: int = 1000, seed: int = 0) -> dict[str, 
     """Mean with its bootstrap 95% interval, as a JSON-ready record."""
     low, high = bootstrap_ci(values, n_boot=n_boot, seed=seed)
     return {"mean": float(np.mean(values)), "low": low, "high": high}
+
+
+def wilson_interval(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion successes / n: unlike a bootstrap, not [1, 1] at n / n (nan for n = 0)."""
+    if n <= 0:
+        return (float("nan"), float("nan"))
+    z = float(norm.ppf(0.5 + level / 2))
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (float(max(0.0, centre - half)), float(min(1.0, centre + half)))
+
+
+def share_ci(flags: np.ndarray, level: float = 0.95) -> dict[str, float]:
+    """A share of 0/1 flags with its Wilson score interval, as a JSON-ready record (mean, low, high)."""
+    flags = np.asarray(flags, dtype=bool)
+    low, high = wilson_interval(int(flags.sum()), int(flags.size), level)
+    return {"mean": float(flags.mean()) if flags.size else float("nan"), "low": low, "high": high}
 
 
 def resample_means(groups: dict[str, tuple[np.ndarray, ...]], n_boot: int = 1000, seed: int = 0,

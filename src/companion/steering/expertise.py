@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow
+from scipy.stats import hypergeom
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from companion.core.cache import cache_key, cache_root
@@ -198,7 +199,34 @@ def ap_summary(table: pd.DataFrame) -> pd.DataFrame:
 
 
 
-def mean_overlap(overlaps: dict[int, pd.DataFrame]) -> pd.DataFrame:
-    """The mean off-diagonal Jaccard overlap between languages, one column per k."""
-    return pd.DataFrame({k: [m.where(~np.eye(len(m), dtype=bool)).stack().mean()] for k, m in overlaps.items()},
-                        index=["mean overlap between languages"]).rename_axis(columns="k")
+def chance_jaccard(k: int, n: int) -> float:
+    """Expected Jaccard overlap of two independent random k-subsets of n units (exact: the intersection is
+    hypergeometric; about k / (2n - k) for large n)."""
+    if not 0 < k <= n:
+        return 0.0 if k == 0 else float("nan")
+    shared = np.arange(max(0, 2 * k - n), k + 1)
+    return float(np.sum(hypergeom.pmf(shared, n, k, k) * shared / (2 * k - shared)))
+
+
+def mean_overlap(overlaps: dict[int, pd.DataFrame], n: int | None = None) -> pd.DataFrame:
+    """The mean off-diagonal Jaccard overlap between languages, one column per k; with n (units per language), also
+    the chance overlap of two random k-sets and the observed/chance ratio."""
+    rows = {"mean overlap between languages": [m.where(~np.eye(len(m), dtype=bool)).stack().mean()
+                                               for m in overlaps.values()]}
+    if n:
+        rows["chance overlap (two random k-sets)"] = [chance_jaccard(k, n) for k in overlaps]
+        rows["observed / chance"] = [a / b if b > 0 else float("nan") for a, b in
+                                     zip(rows["mean overlap between languages"], rows["chance overlap (two random k-sets)"])]
+    return pd.DataFrame(rows, index=list(overlaps)).T.rename_axis(columns="k")
+
+
+def overlap_finding(overlaps: dict[int, pd.DataFrame], n: int) -> str:
+    """The observed overlap against chance at every k, in one sentence for the page."""
+    parts = []
+    for k, m in overlaps.items():
+        off = m.where(~np.eye(len(m), dtype=bool)).stack()
+        chance = chance_jaccard(k, n)
+        parts.append(f"at k={k:,} the languages' expert sets overlap by {off.min():.3f}-{off.max():.3f} "
+                     f"(mean {off.mean():.3f}) against {chance:.3f} for two random sets of {k:,} of the {n:,} units, "
+                     f"{off.mean() / chance:.1f}x chance" if chance > 0 else f"at k={k:,} the overlap is {off.mean():.3f}")
+    return "Jaccard overlap between languages: " + "; ".join(parts) + "."

@@ -56,11 +56,14 @@ def experts_by_layer(counts: pd.DataFrame, k: int, selection: str) -> BookFigure
                       "Line chart, one line per language, of expert counts against layer number.")
 
 
-def expert_overlap(matrix: pd.DataFrame, k: int) -> BookFigure:
-    """Jaccard overlap between the languages' expert sets."""
+def expert_overlap(matrix: pd.DataFrame, k: int, chance: float | None = None) -> BookFigure:
+    """Jaccard overlap between the languages' expert sets, with the chance overlap of two random k-sets when given."""
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
-    _heatmap(ax, matrix, f"Overlap of the {k}-expert sets", "language", "language", "Jaccard overlap")
-    return BookFigure(fig, "expert-overlap", f"Jaccard overlap between the languages' {k}-expert sets.",
+    against = f" (chance: {chance:.3f})" if chance is not None else ""
+    _heatmap(ax, matrix, f"Overlap of the {k}-expert sets{against}", "language", "language", "Jaccard overlap")
+    note = (f" Two random sets of {k} units would overlap by {chance:.3f} on average (the chance Jaccard)."
+            if chance is not None else "")
+    return BookFigure(fig, "expert-overlap", f"Jaccard overlap between the languages' {k}-expert sets.{note}",
                       "Annotated heatmap, languages by languages, of expert-set overlap (1 on the diagonal).")
 
 

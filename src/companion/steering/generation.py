@@ -15,7 +15,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from companion.core import threads
 from companion.core.decoding import sample, sampling_processors
 from companion.core.forward import forward_batches, plain_logits, row_sums
-from companion.core.stats import mean_ci, seed_item_draws
+from companion.core.stats import seed_item_draws, share_ci, wilson_interval
 from companion.steering.experiments import Setup
 from companion.steering.expertise import choose
 from companion.steering.interventions import intervene
@@ -134,11 +134,75 @@ def generation_sweep(lab: Setup, evaluation: pd.DataFrame, prompts: Sequence[str
 
 
 
-def share_in_target(runs: list[dict], seed: int) -> pd.DataFrame:
-    """Per run: the share of continuations in the target language (bootstrap 95% interval) and the perplexity."""
+def share_in_target(runs: list[dict]) -> pd.DataFrame:
+    """Per run: the share of continuations in the target language (Wilson 95% interval), the share of degenerate
+    continuations (`is_degenerate`) and the perplexity."""
     return pd.DataFrame([{"target": r["target"], "k": r["k"], "selection": r["selection"],
-                          **mean_ci(np.array(r["in_target"], dtype=float), seed=seed), "perplexity": r["perplexity"]}
-                         for r in runs])
+                          **share_ci(np.array(r["in_target"], dtype=bool)),
+                          "degenerate": float(np.mean([is_degenerate(text) for text in r["continuations"]])),
+                          "perplexity": r["perplexity"]} for r in runs])
+
+
+DISTINCT_N = 4  # character n-grams of the degeneracy measure
+DEGENERATE_BELOW = 0.5  # a text whose distinct-n-gram ratio is below this counts as degenerate
+
+
+def distinct_ratio(text: str, n: int = DISTINCT_N) -> float:
+    """Distinct character n-grams over all of them, whitespace runs collapsed to one space (0 for a text with none):
+    about 1 for ordinary prose, near 0 for 'пппп...' or 'la la la ...'."""
+    flat = " ".join(text.split())
+    grams = [flat[i:i + n] for i in range(len(flat) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def is_degenerate(text: str, threshold: float = DEGENERATE_BELOW) -> bool:
+    """Whether a text repeats itself (distinct_ratio below threshold) or is too short to hold one n-gram."""
+    return distinct_ratio(text) < threshold
+
+
+def sampled_degeneracy(samples: pd.DataFrame, control: str) -> pd.DataFrame:
+    """Per target: the share of degenerate samples (Wilson 95% interval over the pooled samples) under its experts,
+    with nothing forced (k=0) and under the control, beside the share identified as the target language."""
+    rows = []
+    for target, part in samples.groupby("target", sort=False):
+        row: dict = {"target": target}
+        for arm, name in (("experts", "experts"), ("k=0", "k0"), (control, "control")):
+            texts = part[part["arm"] == arm]["text"]
+            flags = np.array([is_degenerate(text) for text in texts], dtype=bool)
+            row[f"in_target_{name}"] = float(part[part["arm"] == arm]["in_target"].mean())
+            row[f"degenerate_{name}"] = float(flags.mean()) if flags.size else float("nan")
+            row[f"degenerate_{name}_ci"] = wilson_interval(int(flags.sum()), int(flags.size))
+        row["n"] = int((part["arm"] == "experts").sum())
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("target")
+
+
+def degeneracy_sentence(table: pd.DataFrame) -> str:
+    """The degenerate shares of the sampled test in one sentence (numbers from the table, rounded)."""
+    parts = [f"**{target}** {row['degenerate_experts']:.2f} under its experts, {row['degenerate_k0']:.2f} at k = 0, "
+             f"{row['degenerate_control']:.2f} under the control" for target, row in table.iterrows()]
+    return (f"Share of samples that are degenerate (distinct character {DISTINCT_N}-grams below {DEGENERATE_BELOW:.0%} "
+            f"of all, e.g. one letter or word repeated): " + "; ".join(parts) + ". A degenerate sample still counts "
+            "toward the target-language share when the identifier assigns it that language.")
+
+
+def perplexity_sentence(share: pd.DataFrame) -> str:
+    """How the greedy test's perplexity on target-language text moves under forcing, per target (from the table)."""
+    parts, rose = [], 0
+    for target, rows in share.groupby("target", sort=False):
+        base = rows[rows["k"] == 0]["perplexity"]
+        forced = rows[(rows["k"] > 0) & (rows["selection"] == "experts")]
+        if base.empty or forced.empty:
+            continue
+        top = forced.sort_values("k").iloc[-1]
+        control = rows[(rows["k"] == top["k"]) & (rows["selection"] != "experts")]["perplexity"]
+        rose += int(top["perplexity"] > base.iloc[0])
+        parts.append(f"{target} {base.iloc[0]:.1f} at k = 0, {top['perplexity']:.1f} under its {int(top['k']):,} experts"
+                     + (f", {control.iloc[0]:.1f} under the control" if len(control) else ""))
+    if not parts:
+        return ""
+    return (f"Perplexity on the target language's own text rises under its experts for {rose} of {len(parts)} targets: "
+            + "; ".join(parts) + ".")
 
 
 
@@ -210,7 +274,9 @@ def sampled_primary(samples: pd.DataFrame, k: int, selection: str, prompt: str, 
 
     A seed is one experts split and one sampling stream, shared by the arms (see sampled_generation). The samples are
     nested in the seeds, so an interval is the spread of the per-seed values with a t quantile, never narrower than a
-    bootstrap of the samples (drawn jointly for the three arms): `SeedItemDraws.interval` with `nested`.
+    bootstrap of the samples (drawn jointly for the three arms): `SeedItemDraws.interval` with `nested`. That interval
+    collapses to [1, 1] when every sample of every seed is in the target language, so `share_wilson_ci` gives the
+    Wilson score interval of the pooled samples beside it (samples treated as independent, seeds ignored).
     """
     arms = [arm for arm in samples["arm"].unique() if arm not in ("k=0", "experts")]
     targets = []
@@ -222,6 +288,7 @@ def sampled_primary(samples: pd.DataFrame, k: int, selection: str, prompt: str, 
         share, k0, control = (float(grid[arm].mean()) for arm in grid)
         targets.append({"target": target, "share": share,
                         "share_ci": draws.interval(lambda m: m["shares"][:, 0], bounds=(0, 1)),
+                        "share_wilson_ci": wilson_interval(int(grid["experts"].sum()), int(grid["experts"].size)),
                         "share_k0": k0, "share_control": control, "diff_vs_k0": share - k0,
                         "diff_vs_k0_ci": draws.interval(lambda m: m["shares"][:, 0] - m["shares"][:, 1], bounds=(-1, 1)),
                         "diff_vs_control": share - control,

@@ -10,8 +10,9 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from companion.core.stats import seed_item_draws
+from companion.steering.alignment import retrieval_hits
 from companion.steering.experiments import Setup
-from companion.steering.retrieval import embed_languages, forced_hits
+from companion.steering.retrieval import cached_steered_embeddings, embed_languages, forced_hits
 
 # One choice switched at a time, away from the primary analysis: (row label, settings changed). The pooling rows change
 # how the retrieval embeddings are pooled, not the expertise table (found once, mean-pooled, <bos> left out).
@@ -71,6 +72,60 @@ def _estimates(runs: dict, pairs: Sequence[tuple[str, str]], k: int, at: int, se
             "diff_vs_control_ci": draws.interval(lambda m: m["primary"][:, 1] - m["primary"][:, 2], bounds=(-1, 1)),
             "per_seed": [{"seed": int(s), "top1_pre": float(a.mean()), "top1_post": float(b.mean()),
                           "top1_control": float(c.mean())} for s, a, b, c in zip(seeds, pre, post, ctrl)]}
+
+
+def direction_row(hits: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]], layer: int, k: int, seed: int,
+                  n_boot: int) -> dict:
+    """Mean top-1 over the pairs before and after, ratio and difference with intervals paired over the sentences (one
+    experts-split seed, no control), and each pair's top-1 before and after; hits: pair -> (before, after) booleans."""
+    pairs = list(hits)
+    before = np.mean([hits[pair][0] for pair in pairs], axis=0, dtype=np.float64)[None]
+    after = np.mean([hits[pair][1] for pair in pairs], axis=0, dtype=np.float64)[None]
+    draws = seed_item_draws({"direction": (before, after)}, n_boot, seed)
+    with np.errstate(divide="ignore", invalid="ignore"):  # a replicate with no hit before has no ratio
+        ratio_ci = draws.interval(lambda m: m["direction"][:, 1] / m["direction"][:, 0], log=True)
+    return {"layer": layer, "k": k, "seeds": [seed], "control": None, "pairs": [f"{src}→{tgt}" for src, tgt in pairs],
+            "n_eval": before.shape[1], "top1_pre": float(before.mean()), "top1_post": float(after.mean()),
+            "ratio": float(after.mean() / before.mean()) if before.mean() > 0 else None,
+            "ratio_ci": ratio_ci if ratio_ci and np.isfinite(ratio_ci).all() else None,
+            "diff": float(after.mean() - before.mean()),
+            "diff_ci": draws.interval(lambda m: m["direction"][:, 1] - m["direction"][:, 0], bounds=(-1, 1)),
+            "per_pair": [{"pair": f"{src}→{tgt}", "top1_pre": float(hits[(src, tgt)][0].mean()),
+                          "top1_post": float(hits[(src, tgt)][1].mean())} for src, tgt in pairs]}
+
+
+def into_pivot(lab: Setup, evaluation: pd.DataFrame, layer: int, k: int, pivot: str = "en") -> dict:
+    """Every other language into the pivot at one block and k (source protocol: the pivot's experts forced on the
+    source sentences), on the settings' experts-split seed, from the cached forced pass the embedding-space page makes
+    (exploratory: the reverse of the primary direction; experts only, no control run)."""
+    s = lab.settings
+    sources = [code for code in lab.languages if code != pivot]
+    pre = embed_languages(lab, evaluation, [layer])
+    post = cached_steered_embeddings(lab, evaluation, pivot, k, "experts", s.seed, lab.table, sources, [layer])
+    hits = {(src, pivot): (retrieval_hits(pre[src][0], pre[pivot][0], 1, s.center),
+                           retrieval_hits(post[src][0], pre[pivot][0], 1, s.center)) for src in sources}
+    return {**direction_row(hits, layer, k, s.seed, s.n_boot), "center": s.center,
+            "protocol": "source", "arm": "experts"}
+
+
+def direction_sentence(row: dict, primary: dict) -> str:
+    """The into-pivot row beside the primary one, in one sentence for the page (numbers from the rows, rounded)."""
+    low, high = row["diff_ci"]
+    moved = "drops" if high < 0 else "rises" if low > 0 else "does not move clearly (the interval holds 0)"
+    return (f"Into {row['pairs'][0].split('→')[1]} ({', '.join(row['pairs'])}), at block {row['layer']} with k={row['k']} and "
+            f"experts-split seed {row['seeds'][0]}, mean top-1 goes from {row['top1_pre']:.3f} to {row['top1_post']:.3f} "
+            f"(difference {_with_ci(row['diff'], row['diff_ci'])}, sentences only): retrieval in this direction {moved}, "
+            f"where the primary direction goes from {primary['top1_pre']:.3f} to {primary['top1_post']:.3f} "
+            f"(difference {_with_ci(primary['diff'], primary['diff_ci'])}).")
+
+
+def directions_table(row: dict, into: dict) -> pd.DataFrame:
+    """The primary row and the into-pivot row side by side (one row each; the control only where it was run)."""
+    keys = ["top1_pre", "top1_post", "top1_control", "diff", "diff_ci", "ratio", "ratio_ci", "diff_vs_control",
+            "diff_vs_control_ci"]
+    seeds = f"{len(into['seeds'])} seed, no control"
+    return pd.DataFrame({f"{', '.join(row['pairs'])} (primary, {len(row['seeds'])} seeds)": {key: row.get(key) for key in keys},
+                         f"{', '.join(into['pairs'])} (exploratory, {seeds})": {key: into.get(key) for key in keys}}).T
 
 
 def what_decides(lab: Setup, evaluation: pd.DataFrame, pairs: Sequence[tuple[str, str]], layer: int,

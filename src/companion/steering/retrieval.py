@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
 from companion.core.cache import cache_key, cache_root
-from companion.core.files import staged_file
+from companion.core.files import cached_entry
 from companion.core.models import model_identity
 from companion.core.stats import maximum_interval, mean_ci
 from companion.steering.alignment import retrieval_hits
 from companion.steering.embeddings import sentence_embeddings, steered_embeddings
 from companion.steering.experiments import Setup
+from companion.steering.expertise import choose
 from companion.steering.settings import SteeringSettings
 
 # Hits of one ordered pair: before and after (layers x sentences, bool), the forcing's relative change of the
@@ -24,30 +27,63 @@ from companion.steering.settings import SteeringSettings
 PairHits = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
-def embed_languages(lab: Setup, evaluation: pd.DataFrame, layers: Sequence[int],
-                    settings: SteeringSettings | None = None) -> dict[str, np.ndarray]:
-    """Every language's sentences embedded without intervention, (layers, n, dim), cached on disk for all blocks.
+def _deepest_cached(folder: Path, key: str, deepest: int) -> np.ndarray | None:
+    """The cached blocks of key that reach block `deepest` or beyond, deepest first (a corrupt file is skipped)."""
+    depth = {path: int(path.stem.rsplit("-", 1)[1]) for path in folder.glob(f"{key}-*.npy")}
+    for path in sorted((path for path in depth if depth[path] >= deepest), key=depth.get, reverse=True):
+        try:
+            return np.load(path)
+        except (OSError, ValueError):
+            continue
+    return None
 
-    The cache holds every block up to the deepest one asked for, so the alignment and retrieval pages share it.
-    """
-    s = settings or lab.settings
+
+def _save_array(blocks: np.ndarray, path: Path) -> None:
+    """Write an array to exactly path (np.save would add '.npy' to a staged name)."""
+    with open(path, "wb") as handle:
+        np.save(handle, blocks)
+
+
+def _cached_blocks(lab: Setup, evaluation: pd.DataFrame, codes: Sequence[str], layers: Sequence[int], s: SteeringSettings,
+                   folder: str, forcing: dict | None = None, **key_parts: object) -> dict[str, np.ndarray]:
+    """Each language's sentence embeddings at layers, (layers, n, dim), from a cache holding every block up to the
+    deepest one computed (a block's output does not depend on units forced above it, so a deeper entry serves a
+    shallower request); forcing: sentence_embeddings' experts, value and positions."""
     deepest = max(layers)
     found = {}
-    for code in tqdm(lab.languages, desc="before"):
+    for code in tqdm(codes, desc=folder, leave=False):
         texts = list(evaluation[code])
         key = cache_key(model=model_identity(s.model_name), dtype=s.dtype, pooling=s.pooling, skip_special=s.skip_special,
-                        texts=hashlib.sha256("\n".join(texts).encode()).hexdigest())
-        folder = cache_root() / "embeddings"
-        cached = sorted(folder.glob(f"{key}-*.npy"), key=lambda p: -int(p.stem.rsplit("-", 1)[1]))
-        if cached and int(cached[0].stem.rsplit("-", 1)[1]) >= deepest:
-            blocks = np.load(cached[0])
-        else:
-            blocks = sentence_embeddings(lab.model, lab.tokenizer, texts, range(deepest + 1), s.pooling,
-                                         batch_size=s.batch_size, skip_special=s.skip_special)
-            with staged_file(folder / f"{key}-{deepest}.npy") as tmp, open(tmp, "wb") as handle:
-                np.save(handle, blocks)
+                        texts=hashlib.sha256("\n".join(texts).encode()).hexdigest(), **key_parts)
+        compute = partial(sentence_embeddings, lab.model, lab.tokenizer, texts, range(deepest + 1), s.pooling,
+                          batch_size=s.batch_size, skip_special=s.skip_special, **(forcing or {}))
+        blocks = cached_entry(cache_root() / folder / f"{key}-{deepest}.npy",
+                              partial(_deepest_cached, cache_root() / folder, key, deepest), compute, _save_array)
         found[code] = blocks[list(layers)]
     return found
+
+
+def embed_languages(lab: Setup, evaluation: pd.DataFrame, layers: Sequence[int],
+                    settings: SteeringSettings | None = None) -> dict[str, np.ndarray]:
+    """Every language's sentences embedded without intervention, (layers, n, dim), cached on disk for all blocks up to
+    the deepest one asked for, so the alignment and retrieval pages share it."""
+    return _cached_blocks(lab, evaluation, lab.languages, layers, settings or lab.settings, "embeddings")
+
+
+def cached_steered_embeddings(lab: Setup, evaluation: pd.DataFrame, target: str, k: int, arm: str, seed: int,
+                              table: pd.DataFrame, sides: Sequence[str], layers: Sequence[int],
+                              settings: SteeringSettings | None = None) -> dict[str, np.ndarray]:
+    """steered_embeddings of the languages in sides, (layers, n, dim), cached on disk like embed_languages.
+
+    The key holds the forced units and their value, so a page that forces the same units on the same sentences (the
+    embedding-space page and the retrieval page's into-English section) reuses the other's forward pass.
+    """
+    s = settings or lab.settings
+    units, value = choose(table, target, k, arm, seed, s.selection)
+    forced = hashlib.sha256(pd.util.hash_pandas_object(units, index=True).values.tobytes()).hexdigest()
+    return _cached_blocks(lab, evaluation, sides, layers, s, "steered",
+                          forcing={"experts": units, "value": value, "positions": s.positions},
+                          positions=s.positions, batch_size=s.batch_size, units=forced, value=value)
 
 
 def ordered_pairs(languages: Sequence[str], scope: str = "all", pivot: str = "en") -> list[tuple[str, str]]:
