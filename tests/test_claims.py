@@ -27,7 +27,10 @@ RETRIEVAL = {"notebook": "steering_4_retrieval", "profile": "default", "paramete
                        "record": {"src": "en", "tgt": "vi", "layer": 3, "k": 800, "top1_pre": 0.005, "top1_post": 0.165}},
         "best_ratio_control": {"ratio": 3.1, "ratio_ci": [1.2, 8.0], "cells": 24,
                                "record": {"src": "de", "tgt": "en", "layer": 5, "k": 800, "top1_pre": 0.01,
-                                          "top1_post": 0.031}}}}}
+                                          "top1_post": 0.031}}},
+    "into_pivot": {"layer": 9, "k": 100, "seeds": [0], "control": None, "pairs": ["de→en", "fr→en"], "n_eval": 500,
+                   "top1_pre": 0.48, "top1_post": 0.16, "ratio": 0.33, "ratio_ci": [0.3, 0.37], "diff": -0.32,
+                   "diff_ci": [-0.35, -0.29]}}}
 GENERATION = {"notebook": "steering_2_generation", "profile": "default", "parameters": {}, "provenance": {}, "metrics": {
     "primary": {"k": 800, "selection": "experts", "prompt": "en", "targets": [
         {"target": "ru", "share": 0.78, "share_ci": [0.63, 0.91], "share_k0": 0.02, "share_control": 0.05,
@@ -87,6 +90,8 @@ def test_primary_rows_carry_recorded_paired_intervals_and_verdicts(tmp_path: Pat
     assert "layer 9, k=100 units (experts), 2 ordered language pairs, 500 sentences, 3 seeds" in ratio
     assert "0.4 → 0.62" in ratio and "not like for like" in ratio
     assert "beside it, the embeddings centred (the same runs): top-1 0.55 → 0.57, 1.04 [0.98, 1.1]" in ratio
+    assert ("the other direction (de→en, fr→en; exploratory, added after a review: 1 seed, no control): top-1 0.48 → 0.16, "
+            "difference -0.32 [-0.35, -0.29]") in ratio
     assert "**reproduced**" in row(page, "top-1 accuracy rises") and "| Δ top-1 > 0 (direction only) |" in page
     assert "**reproduced**" in row(page, "as many random units are forced")
     assert "**reproduced**" in row(page, "compared with no forcing", "**ru**")

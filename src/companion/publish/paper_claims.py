@@ -57,9 +57,9 @@ def fmt_ci(estimate: Estimate) -> str:
     return f"{fmt(estimate.value)} [{fmt(estimate.low)}, {fmt(estimate.high)}]"
 
 
-def counted(n: int, noun: str) -> str:
-    """'1 seed', '3 seeds'."""
-    return f"{n} {noun}" + ("" if n == 1 else "s")
+def counted(n: int | str, noun: str) -> str:
+    """'1 seed', '3 seeds' (n as a number or as Fields.count gives it)."""
+    return f"{n} {noun}" + ("" if str(n) == "1" else "s")
 
 
 def _retrieval_setting(primary: Fields) -> str:
@@ -78,6 +78,11 @@ def _retrieval(key: str, what: str) -> Callable[[Fields], list[Row]]:
         other = primary.child("other_centring")
         beside = (f"; beside it, the embeddings {'centred' if other.raw('center') else 'not centred'} (the same runs): "
                   f"top-1 {fmt(other.number('top1_pre'))} → {fmt(other.number('top1_post'))}, {fmt_ci(other.estimate(key))}")
+        if metrics.data.get("into_pivot"):
+            into = metrics.child("into_pivot")
+            beside += (f"; the other direction ({', '.join(into.strings('pairs'))}; exploratory, added after a review: "
+                       f"{counted(into.count('seeds'), 'seed')}, no control): top-1 {fmt(into.number('top1_pre'))} → "
+                       f"{fmt(into.number('top1_post'))}, difference {fmt_ci(into.estimate('diff'))}")
         caveat = ("; the paper's 2x is a largest value (\"up to\") and this is one setting fixed in advance, so the two "
                   "are not like for like (our largest ratio is in the second table)" if key == "ratio" else "")
         return [Row(primary.estimate(key), f"{what}; mean top-1 {fmt(pre)} → {fmt(post)}; {_retrieval_setting(primary)}"
