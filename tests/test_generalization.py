@@ -220,3 +220,98 @@ def test_search_note_says_whether_the_chosen_loss_beats_no_preference_and_which_
     inside = search_note(three, {"dporm": 3e-3, "exrm": 1e-3})
     assert "the top of the grid" in inside, "DPORM's grid is still 1e-3, 3e-3: its edge is its own"
     assert "EXRM keeps 0.001 (validation loss 0.710, not below log 2" in inside and "bottom" not in inside
+
+
+def test_loss_trend_reads_the_direction_from_the_search():
+    from companion.rewards.tuning import loss_trend
+
+    search = pd.DataFrame({"model": ["dporm", "exrm", "dporm", "exrm"], "learning_rate": [1e-3, 1e-3, 3e-3, 3e-3],
+                           "val_loss": [0.706, 0.724, 0.809, 0.669], "val_acc": [0.5, 0.5, 0.42, 0.69]})
+    note = loss_trend(search)
+    assert "DPORM's rose as the rate rose (0.706 at 0.001, 0.809 at 0.003)" in note
+    assert "EXRM's fell as the rate rose (0.724 at 0.001, 0.669 at 0.003)" in note
+    three = pd.DataFrame({"model": ["exrm"] * 3, "learning_rate": [3e-4, 1e-3, 3e-3], "val_loss": [0.7, 0.6, 0.65],
+                          "val_acc": [0.5] * 3})
+    assert "EXRM's was lowest at 0.001" in loss_trend(three)
+
+
+def test_passes_find_the_epoch_boundary_and_the_reshown_pairs():
+    from companion.rewards.fit import Passes, once_seen_floor
+
+    p = Passes(230, 8, 32)
+    assert (p.first_pass_steps, p.last_batch, p.repeated) == (29, 6, 24)
+    assert Passes(230, 8, 20).repeated == 0 and Passes(10, 8, 100).repeated == 10
+    assert once_seen_floor(0.9, 64, 24) == pytest.approx((0.9 * 64 - 24) / 40)
+    assert once_seen_floor(0.2, 64, 24) == 0.0 and once_seen_floor(1.0, 20, 24) is None
+
+
+def fit_logs(first: float, later: float) -> dict:
+    """Two seeds of training logs: batch accuracy `first` over steps 1-29, `later` over steps 30-32 (both models)."""
+    def log(metric: str) -> list[dict]:
+        return [{"step": step, "loss": 0.6, metric: first if step <= 29 else later} for step in range(1, 33)]
+    return {seed: {"dpo": log("rewards/accuracies"), "rm": log("accuracy")} for seed in (0, 1)}
+
+
+def test_fit_note_states_the_premise_and_the_epoch_boundary_from_the_numbers():
+    from companion.rewards.fit import Passes, fit_note
+
+    fit = {"n": 64, "dporm_acc": 0.932, "dporm_ci": [0.892, 0.973], "exrm_acc": 0.760, "exrm_ci": [0.643, 0.878],
+           "gap": -0.172, "gap_ci": [-0.299, -0.045]}
+    note = fit_note(fit, Passes(230, 8, 32), fit_logs(0.45, 1.0))
+    assert "EXRM fits the training pairs clearly worse than DPORM" in note and "does not hold here" in note
+    assert "-0.172 [-0.299, -0.045]" in note
+    assert "the first pass ends at step 29 and steps 30-32 re-show 24 pairs" in note
+    assert "DPORM averages 0.450" in note and "DPORM 1.000" in note and "jumps by at least 0.2" in note
+    assert f"DPORM ranks at least {(0.932 * 64 - 24) / 40:.3f} correctly" in note
+    alike = fit_note({**fit, "gap_ci": [-0.2, 0.05]}, Passes(230, 8, 20), fit_logs(0.5, 0.5))
+    assert "no difference in fit was detected" in alike and "no pair is shown twice" in alike and "jumps" not in alike
+
+
+def test_max_gap_note_marks_the_maximum_exploratory_and_reads_the_sets_own_intervals():
+    primary = {"settings": ["b", "c"], "gap_max_ood": -0.012, "gap_max_ood_ci": [-0.127, -0.001], "gap_max_ood_setting": "c"}
+    records = [{"name": "a", "gap_ci": [0.01, 0.2]}, {"name": "b", "gap_ci": [-0.1, 0.05]}, {"name": "c", "gap_ci": [-0.2, 0.15]}]
+    note = gen.max_gap_note(primary, records)
+    assert "exploratory" in note and "[-0.127, -0.001]" in note and "is not evidence of a gap in any set here" in note
+    records[1]["gap_ci"] = [0.01, 0.05]
+    assert "excludes zero: b [+0.010, +0.050]" in gen.max_gap_note(primary, records)
+    assert gen.max_gap_note({**primary, "gap_max_ood": None}, records) == ""
+
+
+def test_power_note_explains_a_met_target_with_a_larger_disagreement_than_assumed():
+    primary = {"settings": ["b", "c"], "gap_mean_ood_ci": [-0.056, 0.004], "n_pairs": {"b": 650, "c": 650}}
+    records = [{"name": "b", "disagreement": 0.47}, {"name": "c", "disagreement": 0.50}]
+    note = gen.power_note(records, primary, 3)
+    single = 1.959964 * np.sqrt(0.485 / 1300)
+    assert "d = 0.3" in note and "0.47 to 0.50" in note and f"about {single:.3f}" in note
+    assert "target is met although d is larger than assumed" in note and "averaged over 3 seeds" in note
+    assert "target is missed" in gen.power_note(records, {**primary, "gap_mean_ood_ci": [-0.1, 0.0]}, 3)
+
+
+def test_agreement_note_reads_each_labeller_against_chance():
+    from companion.rewards.iterative import agreement_note
+
+    record = {"n_agreement": 91, "agreement": {"dporm": 0.637, "exrm": 0.593},
+              "agreement_ci": {"dporm": [0.538, 0.736], "exrm": [0.495, 0.692]}}
+    note = agreement_note(record)
+    assert "DPORM 0.637 [0.538, 0.736], above chance" in note and "EXRM 0.593 [0.495, 0.692], not distinguishable" in note
+    assert agreement_note({**record, "n_agreement": 0}) == ""
+
+
+def test_iterative_figure_keeps_each_models_colour_in_both_panels():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.colors import to_rgb
+
+    from companion.rewards.figures import iterative_round
+
+    record = {"agreement": {"dporm": 0.6, "exrm": 0.55}, "agreement_ci": {"dporm": [0.5, 0.7], "exrm": [0.45, 0.65]},
+              "gold_reward": {"policy": 0.1, "next (DPORM labels)": 0.0, "next (EXRM labels)": 0.15},
+              "gold_reward_ci": {"policy": [0, 0.2], "next (DPORM labels)": [-0.1, 0.1], "next (EXRM labels)": [0.05, 0.25]}}
+    left, right = iterative_round(record).figure.axes[:2]
+
+    def colours(ax):
+        return [to_rgb(line.get_color()) for line in ax.get_lines() if line.get_marker() == "o"]
+
+    assert colours(left)[:2] == colours(right)[1:3], "DPORM's and EXRM's colours mark their next policies"
+    assert colours(right)[0] not in colours(left), "the first policy has a colour of its own"

@@ -30,6 +30,8 @@ MODELS = ("dporm", "exrm")
 PAPER_CLAIM = {"gap_mean_ood": 0.03, "gap_max_ood": 0.07, "n_ood_settings": 5,
                "source": "Lin et al., Findings of EMNLP 2024"}
 Z95 = 1.959964
+ASSUMED_DISAGREEMENT = 0.3  # the share of pairs the two models rank differently, assumed on the data page to size the sets
+TARGET_HALF_WIDTH = 0.03  # the 95% half-width of the mean OOD gap the sets are sized for
 
 
 def rewards_frame(t: PreferenceSet, seed: int, scores: dict[str, np.ndarray]) -> pd.DataFrame:
@@ -192,8 +194,59 @@ def claim_table(primary: dict) -> pd.DataFrame:
                                    _fmt(primary["id_gap"], primary["id_gap_ci"]),
                                    _fmt(primary["gap_ood_minus_id"], primary["gap_ood_minus_id_ci"]), *fit,
                                    _fmt(primary["train_gap"], primary["train_gap_ci"])],
-    }, index=["mean OOD gap (EXRM - DPORM)", "max OOD gap", "in-distribution gap", "mean OOD gap - ID gap",
+    }, index=["mean OOD gap (EXRM - DPORM)", "max OOD gap (exploratory)", "in-distribution gap", "mean OOD gap - ID gap",
               "DPORM accuracy on training pairs", "EXRM accuracy on training pairs", "training-pairs gap (EXRM - DPORM)"])
+
+
+def _covers_zero(interval: list[float] | None) -> bool:
+    """Whether an interval holds zero (a missing one counts as holding it)."""
+    return interval is None or interval[0] <= 0 <= interval[1]
+
+
+def max_gap_note(primary: dict, records: list[dict]) -> str:
+    """One paragraph for the page: the max OOD gap is exploratory, and what its interval does (and does not) say beside
+    the intervals of the OOD sets themselves."""
+    if primary.get("gap_max_ood") is None:
+        return ""
+    ci, ood = primary["gap_max_ood_ci"], primary["settings"]
+    own = {r["name"]: r["gap_ci"] for r in records if r["name"] in ood}
+    text = (f"The row \"max OOD gap\" is exploratory: the largest of {len(ood)} noisy gaps is biased upward, and "
+            f"its interval ({format_interval(ci, signed=True)}, for {primary['gap_max_ood_setting']}) is a bootstrap "
+            "interval for a maximum, reflected about the estimate, not a test of any set.")
+    clear = [name for name, interval in own.items() if not _covers_zero(interval)]
+    if not _covers_zero(ci) and not clear:
+        text += (" Here it excludes zero while every out-of-distribution set's own interval covers zero (the table above): "
+                 "an interval for a maximum that excludes zero is not evidence of a gap in any set here.")
+    elif clear:
+        text += " The sets whose own interval excludes zero: " + ", ".join(
+            f"{name} {format_interval(own[name], signed=True)}" for name in clear) + "."
+    else:
+        text += " Its interval covers zero."
+    return text
+
+
+def power_note(records: list[dict], primary: dict, n_seeds: int) -> str:
+    """One paragraph for the page: the disagreement the set size assumed against the one measured, the half-width
+    that disagreement gives one seed's pairs, and the half-width reached with the seeds averaged."""
+    reached, ood = half_width(primary.get("gap_mean_ood_ci")), primary.get("settings") or []
+    shares = [r["disagreement"] for r in records if r["name"] in ood]
+    if reached is None or not shares:
+        return ""
+    n_pairs = sum(primary["n_pairs"][name] for name in ood)
+    single = Z95 * float(np.sqrt(np.mean(shares) / n_pairs))
+    text = (f"Part 1 sized the sets for a half-width of {TARGET_HALF_WIDTH:g} assuming the two models rank a share "
+            f"d = {ASSUMED_DISAGREEMENT:g} of pairs differently; on the out-of-distribution sets here d is "
+            f"{min(shares):.2f} to {max(shares):.2f} (pooled over seeds), which for the pairs of one seed would give a "
+            f"half-width of about {single:.3f}. The half-width reached is {reached:.3f}")
+    if reached <= TARGET_HALF_WIDTH < single and n_seeds > 1:
+        text += (f": the target is met although d is larger than assumed, because each pair's gap is averaged over "
+                 f"{n_seeds} seeds, whose calls on a pair differ, which lowers its variance below d; the spread "
+                 "between seeds adds some back.")
+    elif reached <= TARGET_HALF_WIDTH:
+        text += ": the target is met."
+    else:
+        text += ": the target is missed, so the mean OOD gap is resolved less finely than planned."
+    return text
 
 
 def _against_chance(record: dict, model: str) -> str:
@@ -266,6 +319,11 @@ def primary_for_model(base: TrainSettings, build: BuildSettings, grid: list[floa
             "learning_rates": {"dporm": settings.learning_rate, "exrm": settings.rm_learning_rate}}
 
 
+def _rounded(value: float | None) -> float | None:
+    """A value as a table shows it: 3 decimals."""
+    return None if value is None else round(value, 3)
+
+
 def scale_table(by_scale: list[dict]) -> pd.DataFrame:
     """One row per backbone: the in-distribution gap, the mean and max OOD gaps, their mean minus the ID gap (with
     intervals), and the fit."""
@@ -273,5 +331,5 @@ def scale_table(by_scale: list[dict]) -> pd.DataFrame:
                           "mean OOD gap": _fmt(r["gap_mean_ood"], r["gap_mean_ood_ci"]),
                           "max OOD gap": _fmt(r["gap_max_ood"], r["gap_max_ood_ci"]),
                           "mean OOD gap - ID gap": _fmt(r["gap_ood_minus_id"], r["gap_ood_minus_id_ci"]),
-                          "DPORM train acc": r["train_acc_dporm"], "EXRM train acc": r["train_acc_exrm"]}
+                          "DPORM train acc": _rounded(r["train_acc_dporm"]), "EXRM train acc": _rounded(r["train_acc_exrm"])}
                          for r in by_scale]).set_index("model")

@@ -165,6 +165,19 @@ def labelling_note(record: dict) -> str:
             "differ only through those pairs. " + budget)
 
 
+def agreement_note(record: dict) -> str:
+    """One sentence for the page: each labeller's agreement with gold on the policy's own samples, against chance."""
+    if record["n_agreement"] == 0:
+        return ""
+    parts = []
+    for model, value in record["agreement"].items():
+        low, high = record["agreement_ci"][model]
+        side = "above chance" if low > 0.5 else "below chance" if high < 0.5 else "not distinguishable from chance"
+        parts.append(f"{model.upper()} {value:.3f} {format_interval([low, high])}, {side}")
+    return (f"Share of the policy's own samples ({record['n_agreement']} pairs, first seed) on which each labeller "
+            "agrees with gold: " + "; ".join(parts) + ".")
+
+
 def round_table(record: dict) -> pd.DataFrame:
     """The round's two questions as a table: agreement with gold per labeller, gold reward per policy."""
     rows = [{"quantity": f"agreement with gold, {k.upper()} ({record['n_agreement']} pairs whose gold margin is at least "

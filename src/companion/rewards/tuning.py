@@ -67,6 +67,21 @@ def grid_edge(search: pd.DataFrame, model: str, rate: float) -> str:
     return ""
 
 
+def loss_trend(search: pd.DataFrame) -> str:
+    """One sentence for the page: per model, whether its validation loss rose or fell as the rate rose, with the
+    losses at each rate of the grid (what the chosen rates rest on, read from this run's search)."""
+    names = {"dporm": "DPORM", "exrm": "EXRM"}
+    parts = []
+    for model, part in search.sort_values(["model", "learning_rate"]).groupby("model"):
+        losses = part["val_loss"].to_numpy()
+        steps = np.diff(losses)
+        trend = ("rose as the rate rose" if (steps > 0).all() else "fell as the rate rose" if (steps < 0).all() else
+                 f"was lowest at {part['learning_rate'].iloc[int(np.argmin(losses))]:g}")
+        values = ", ".join(f"{loss:.3f} at {rate:g}" for rate, loss in zip(part["learning_rate"], losses))
+        parts.append(f"{names.get(model, model)}'s {trend} ({values})")
+    return "In this run's search, validation loss " + "; ".join(parts) + "."
+
+
 def search_note(search: pd.DataFrame, rates: dict[str, float]) -> str:
     """One sentence per model for the page: the rate it keeps, whether its validation loss there is below log 2
     (the loss of a reward that prefers neither response: a rate chosen by loss may be one that barely moved), and
