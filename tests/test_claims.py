@@ -317,3 +317,23 @@ def test_paper_b_gets_no_verdict_when_a_model_is_at_chance_in_distribution(tmp_p
     found = row(render(tmp_path), "mean accuracy drop 3%")
     assert "premise not met: DPORM 0.517 [0.462, 0.572] does not rank the in-distribution test pairs above chance" in found
     assert not any(f"**{outcome}**" in found for outcome in OUTCOMES)
+
+
+def test_rows_say_where_the_effect_holds_only_one_way_or_rests_on_degenerate_samples(tmp_path: Path) -> None:
+    generation = copy.deepcopy(GENERATION)
+    generation["metrics"]["degenerate"] = {"threshold": 0.5, "ngram": 4, "sampled": [
+        {"target": "ru", "degenerate_experts": 0.94, "degenerate_k0": 0.0, "degenerate_control": 0.39},
+        {"target": "fr", "degenerate_experts": 0.3, "degenerate_k0": 0.0, "degenerate_control": 0.2}]}
+    write_all(tmp_path)
+    write(tmp_path, "steering_2_generation", generation)
+    page = render(tmp_path)
+    ru = row(page, "compared with no forcing", "**ru: 0.94 of the forced samples degenerate**")
+    assert "degenerate samples (fewer than half their character 4-grams distinct) 0.94 forced, 0 unforced, 0.39" in ru
+    fr = row(page, "compared with no forcing", "**fr**")  # 0.3: below half, no label, the note still gives it
+    assert "0.3 forced" in fr
+    ratio = row(page, "up to 2x")
+    assert "**en→de, de→en only; in the other direction top-1 falls, 0.48 → 0.16**" in ratio
+    retrieval = copy.deepcopy(RETRIEVAL)
+    retrieval["metrics"]["into_pivot"]["diff_ci"] = [-0.35, 0.01]  # a fall the interval does not show: no label
+    write(tmp_path, "steering_4_retrieval", retrieval)
+    assert "only; in the other direction" not in render(tmp_path)

@@ -69,6 +69,18 @@ def _retrieval_setting(primary: Fields) -> str:
             f"{counted(primary.count('seeds'), 'seed')}; paired bootstrap over sentences, t over seeds")
 
 
+def _one_direction(metrics: Fields) -> str:
+    """A row label when the other retrieval direction (into English) falls clearly under the forcing, else ''."""
+    if not metrics.data.get("into_pivot"):
+        return ""
+    primary, into = metrics.child("primary"), metrics.child("into_pivot")
+    fall = into.estimate("diff")
+    if fall.high is None or fall.high >= 0:
+        return ""
+    return (f"{', '.join(primary.strings('pairs'))} only; in the other direction top-1 falls, "
+            f"{fmt(into.number('top1_pre'))} → {fmt(into.number('top1_post'))}")
+
+
 def _retrieval(key: str, what: str) -> Callable[[Fields], list[Row]]:
     """Extractor for one statistic of the primary retrieval analysis (ratio, diff or diff_vs_control)."""
     def extract(metrics: Fields) -> list[Row]:
@@ -86,8 +98,20 @@ def _retrieval(key: str, what: str) -> Callable[[Fields], list[Row]]:
         caveat = ("; the paper's 2x is a largest value (\"up to\") and this is one setting fixed in advance, so the two "
                   "are not like for like (our largest ratio is in the second table)" if key == "ratio" else "")
         return [Row(primary.estimate(key), f"{what}; mean top-1 {fmt(pre)} → {fmt(post)}; {_retrieval_setting(primary)}"
-                    + beside + caveat)]
+                    + beside + caveat, label=_one_direction(metrics))]
     return extract
+
+
+DEGENERATE_MOST = 0.5  # above this share of degenerate forced samples, a generation row says so beside its target
+
+
+def _degenerate(metrics: Fields) -> dict[str, tuple[float, float, float]]:
+    """{target: shares of degenerate samples forced, unforced, with random units} of the sampled test, if recorded."""
+    if not metrics.data.get("degenerate"):
+        return {}
+    return {row.text("target"): (row.number("degenerate_experts"), row.number("degenerate_k0"),
+                                 row.number("degenerate_control"))
+            for row in metrics.child("degenerate").children("sampled")}
 
 
 def _generation(key: str, what: str) -> Callable[[Fields], list[Row]]:
@@ -98,12 +122,18 @@ def _generation(key: str, what: str) -> Callable[[Fields], list[Row]]:
         prompt = primary.text("prompt")
         setting = (f"k={primary.integer('k')} units ({primary.text('selection')}), "
                    + (f"prompt: '{prompt}'" if prompt else "sampled from `<bos>` alone (an empty prompt)"))
+        degenerate = _degenerate(metrics)
         rows = []
         for target in primary.children("targets"):
-            share = target.estimate("share")
+            share, name = target.estimate("share"), target.text("target")
+            shares = degenerate.get(name)
+            label = (f"{name}: {fmt(shares[0])} of the forced samples degenerate" if shares and shares[0] > DEGENERATE_MOST
+                     else name)
+            repeats = (f"; degenerate samples (fewer than half their character 4-grams distinct) {fmt(shares[0])} forced, "
+                       f"{fmt(shares[1])} unforced, {fmt(shares[2])} with random units" if shares else "")
             rows.append(Row(target.estimate(key), f"{what}; share in the target language {fmt_ci(share)} when forced, "
                             f"{fmt(target.number('share_k0'))} unforced (k=0), {fmt(target.number('share_control'))} "
-                            f"with as many random units; {setting}", label=target.text("target")))
+                            f"with as many random units{repeats}; {setting}", label=label))
         return rows
     return extract
 
