@@ -228,11 +228,11 @@ def test_loss_trend_reads_the_direction_from_the_search():
     search = pd.DataFrame({"model": ["dporm", "exrm", "dporm", "exrm"], "learning_rate": [1e-3, 1e-3, 3e-3, 3e-3],
                            "val_loss": [0.706, 0.724, 0.809, 0.669], "val_acc": [0.5, 0.5, 0.42, 0.69]})
     note = loss_trend(search)
-    assert "DPORM's rose as the rate rose (0.706 at 0.001, 0.809 at 0.003)" in note
-    assert "EXRM's fell as the rate rose (0.724 at 0.001, 0.669 at 0.003)" in note
+    assert "DPORM's validation loss rose as the rate rose (0.706 at 0.001, 0.809 at 0.003)" in note
+    assert "EXRM's validation loss fell as the rate rose (0.724 at 0.001, 0.669 at 0.003)" in note
     three = pd.DataFrame({"model": ["exrm"] * 3, "learning_rate": [3e-4, 1e-3, 3e-3], "val_loss": [0.7, 0.6, 0.65],
                           "val_acc": [0.5] * 3})
-    assert "EXRM's was lowest at 0.001" in loss_trend(three)
+    assert "EXRM's validation loss was lowest at 0.001" in loss_trend(three)
 
 
 def test_passes_find_the_epoch_boundary_and_the_reshown_pairs():
@@ -264,7 +264,8 @@ def test_fit_note_states_the_premise_and_the_epoch_boundary_from_the_numbers():
     assert "DPORM averages 0.450" in note and "DPORM 1.000" in note and "jumps by at least 0.2" in note
     assert f"DPORM ranks at least {(0.932 * 64 - 24) / 40:.3f} correctly" in note
     alike = fit_note({**fit, "gap_ci": [-0.2, 0.05]}, Passes(230, 8, 20), fit_logs(0.5, 0.5))
-    assert "no difference in fit was detected" in alike and "no pair is shown twice" in alike and "jumps" not in alike
+    assert "no difference in fit to the training pairs was detected" in alike and "part 3" in alike
+    assert "no pair is shown twice" in alike and "jumps" not in alike
 
 
 def test_max_gap_note_marks_the_maximum_exploratory_and_reads_the_sets_own_intervals():

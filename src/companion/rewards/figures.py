@@ -41,10 +41,12 @@ def accuracy_by_setting(settings: list[dict], name: str = "dpo-accuracy",
     ax.set_ylim(0, 1.02)
     ax.legend(loc="lower left", fontsize="small")
     label(ax, title, "test set (shift)", "accuracy (chosen scored above rejected)")
+    rules = any("length_rule_acc" in r or "bow_rule_acc" in r for r in settings)
     caption = (f"{title}: share of pairs whose chosen response each reward model scores higher, averaged over seeds, "
-               "with 95% intervals (pairs by bootstrap, seeds by a t quantile); the two shortcut rules are fitted on "
-               "the training pairs and never read the prompt.")
-    alt = "Dot plot of DPORM and EXRM accuracy per test set with interval bars, shortcut-rule markers and a chance line."
+               "with 95% intervals (pairs by bootstrap, seeds by a t quantile), and chance (dotted)"
+               + ("; the two shortcut rules are fitted on all the training pairs and never read the prompt." if rules else "."))
+    alt = ("Dot plot of DPORM and EXRM accuracy per test set with interval bars"
+           + (", shortcut-rule markers" if rules else "") + " and a chance line.")
     return BookFigure(fig, name, caption, alt)
 
 

@@ -73,8 +73,10 @@ def premise_sentence(fit: dict) -> str:
                f"correctly and EXRM {fit['exrm_acc']:.3f} {format_interval(fit['exrm_ci'])}, a gap (EXRM minus DPORM) "
                f"of {fit['gap']:+.3f} {format_interval(fit['gap_ci'], signed=True)}")
     if low <= 0 <= high:
-        return (f"{numbers}: the interval covers zero, so no difference in fit was detected (which does not show the "
-                "fits equal), and the premise of the paper's comparison is not contradicted here.")
+        return (f"{numbers}: the interval covers zero, so no difference in fit to the training pairs was detected (which "
+                "does not show the fits equal). That is one half of the premise of the paper's comparison; the other, "
+                "that both models rank new pairs of the training distribution above chance and alike, is checked on "
+                "the in-distribution test set in part 3.")
     worse, better = ("EXRM", "DPORM") if high < 0 else ("DPORM", "EXRM")
     return (f"{numbers}: **{worse} fits the training pairs clearly worse than {better}**, so the premise of the paper's "
             "comparison, that both models fit the training data, does not hold here; a gap between them out of "

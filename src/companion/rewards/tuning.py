@@ -78,8 +78,8 @@ def loss_trend(search: pd.DataFrame) -> str:
         trend = ("rose as the rate rose" if (steps > 0).all() else "fell as the rate rose" if (steps < 0).all() else
                  f"was lowest at {part['learning_rate'].iloc[int(np.argmin(losses))]:g}")
         values = ", ".join(f"{loss:.3f} at {rate:g}" for rate, loss in zip(part["learning_rate"], losses))
-        parts.append(f"{names.get(model, model)}'s {trend} ({values})")
-    return "In this run's search, validation loss " + "; ".join(parts) + "."
+        parts.append(f"{names.get(model, model)}'s validation loss {trend} ({values})")
+    return "In this run's search, " + "; ".join(parts) + "."
 
 
 def search_note(search: pd.DataFrame, rates: dict[str, float]) -> str:
