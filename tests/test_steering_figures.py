@@ -106,3 +106,15 @@ def test_projections_fit_both_stages_together_with_pca_and_with_umap_when_asked(
     assert [ax.get_title().split(",")[0] for ax in drawn.figure.axes] == ["PCA", "PCA"]
     assert drawn.figure.axes[0].get_shared_x_axes().joined(*drawn.figure.axes), "before and after share their axes"
     assert "(PCA, one fit over both stages" in drawn.caption
+
+
+def test_alignment_layers_draws_separability_in_black_so_no_language_colour_is_reused() -> None:
+    from matplotlib.colors import to_rgb
+
+    rows = [{"stage": stage, "layer": layer, "language": lang, "top1": 0.3, "cosine_gap": 0.1, "silhouette_all": 0.2}
+            for stage in ("before", "after") for layer in range(3) for lang in ("de", "fr")]
+    fig = figures.alignment_layers(pd.DataFrame(rows), "en").figure
+    languages = {to_rgb(line.get_color()) for line in fig.axes[0].get_lines()}
+    separability = fig.axes[2].get_lines()
+    assert {to_rgb(line.get_color()) for line in separability} == {(0.0, 0.0, 0.0)}
+    assert (0.0, 0.0, 0.0) not in languages and [line.get_linestyle() for line in separability] == ["--", "-"]

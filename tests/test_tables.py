@@ -25,3 +25,10 @@ def test_readable_formats_interval_columns_and_rows_and_leaves_the_table_alone()
     column = readable(pd.Series(row).to_frame("primary"))["primary"]
     assert column.to_dict() == {"layer": 9, "ratio": 1.235, "pairs": ["en→de"], "diff_ci": "[-0.010, +0.020]",
                                 "ratio_ci": "—"}
+
+
+def test_readable_shows_a_missing_number_as_a_dash() -> None:
+    table = pd.DataFrame({"length_rule_acc": [np.nan, 0.5123], "top1_control": [0.4, None]}, index=["train", "id"])
+    shown = readable(table)
+    assert shown["length_rule_acc"].tolist() == ["—", 0.512] and shown["top1_control"].tolist() == [0.4, "—"]
+    assert np.isnan(table.loc["train", "length_rule_acc"])  # the numbers stay numbers

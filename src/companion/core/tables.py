@@ -17,7 +17,8 @@ def format_interval(interval: Sequence[float | None] | None, digits: int = 3, si
 
 
 def readable(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
-    """A copy of table for the page: numbers rounded, every ``*_ci`` column or row written with format_interval.
+    """A copy of table for the page: numbers rounded, missing ones as a dash, every ``*_ci`` column or row written with
+    format_interval.
 
     Intervals of differences (names starting with 'diff' or 'gap') are signed.
     """
@@ -34,4 +35,4 @@ def readable(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     for index in shown.index:
         if str(index).endswith("_ci"):
             shown.loc[index] = [cell(index, value) for value in shown.loc[index]]
-    return shown
+    return shown.astype(object).where(shown.notna(), "—")  # a missing number shows as a dash, not NaN

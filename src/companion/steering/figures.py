@@ -152,9 +152,14 @@ def alignment_layers(aligned: pd.DataFrame, steer_to: str) -> BookFigure:
         handles, names = ax.get_legend_handles_labels()
         ax.legend(handles[len(others):], names[len(others):], title="solid: after, dashed: before", fontsize="small")
     spread = aligned.groupby(["stage", "layer"])["silhouette_all"].first().unstack(0)
-    _lines(axes[2], spread, "Language separability (all languages)", "layer", "silhouette (cosine)", legend_title="stage")
+    for stage, style in (("before", "--"), ("after", "-")):  # black: the colours above stand for languages
+        axes[2].plot(spread.index, spread[stage], marker="o", ms=3, ls=style, color="black", label=stage)
+    axes[2].legend(title="stage", fontsize="small")
+    axes[2].xaxis.set_major_locator(MaxNLocator(integer=True))
+    label(axes[2], "Language separability (all languages)", "layer", "silhouette (cosine)")
     return BookFigure(fig, "alignment-layers", f"Alignment with {steer_to} layer by layer, before (dashed) and after "
-                      "(solid) the intervention: top-1 retrieval, cosine gap, and separability of all languages.",
+                      "(solid) the intervention: top-1 retrieval and cosine gap per language (colour), and separability "
+                      "of all languages together (black).",
                       "Three line charts against layer number: retrieval, cosine gap, silhouette.")
 
 

@@ -97,7 +97,7 @@ def finding(aligned: pd.DataFrame, steer_to: str, k: int, layer: int) -> str:
             f"to {after['top1'].mean():.3f}); the pair silhouette (each language against {steer_to}) goes from "
             f"{before['silhouette_pair'].mean():.3f} to {after['silhouette_pair'].mean():.3f} on average, and the cosine gap "
             f"between parallel and other pairs from {before['cosine_gap'].mean():.4f} to {after['cosine_gap'].mean():.4f}. "
-            f"Over all {len(means)} blocks, mean top-1 after forcing is above its value before at {up} "
+            f"Over all {len(means)} blocks, mean top-1 after forcing is above its value before at {up} of them "
             f"(blocks {', '.join(str(b) for b in means.index[means['after'] > means['before']]) or 'none'}) and below it "
             f"at {fell}; the largest rise (exploratory: picked after seeing every block) is at block {best}, from "
             f"{means.loc[best, 'before']:.3f} to {means.loc[best, 'after']:.3f}. ")
