@@ -150,3 +150,12 @@ def test_the_api_page_documents_every_module() -> None:
               if line.startswith(".. automodule::")}
     assert modules - listed == set()
     assert listed - modules == set()
+
+
+def test_provenance_names_data_or_lists_its_settings_not_a_raw_dict(tmp_path: Path) -> None:
+    notebook = _executed(tmp_path)
+    data = [{"name": "IMDB (embedded)"}, {"corpus": "bible", "parallel_path": None, "languages": ["en", "de"], "seed": 0}]
+    present(notebook, "smoke", PARAMS, {**_provenance(), "data": data})
+    note = notebook.cells[-1].source
+    assert "- **Data**: IMDB (embedded); corpus bible, languages en, de, seed 0\n" in note
+    assert "parallel_path" not in note and "None" not in note and "{'" not in note

@@ -54,6 +54,16 @@ def run_note(notebook: nbformat.NotebookNode, profile: str) -> str:
     )
 
 
+def _data_label(record: Any) -> str:
+    """One data record for the provenance note: its name, else its settings as `key value` (unset ones left out)."""
+    if not isinstance(record, dict):
+        return str(record)
+    if "name" in record:
+        return str(record["name"])
+    return ", ".join(f"{key} {', '.join(map(str, value)) if isinstance(value, list) else value}"
+                     for key, value in record.items() if value not in (None, "", []))
+
+
 def present(notebook: nbformat.NotebookNode, profile: str, params: dict[str, Any], provenance: dict[str, Any]) -> None:
     """Hide the parameter cells, show the parameters compactly, caption the figures, add run and provenance notes."""
     caption_figures(notebook)
@@ -68,7 +78,7 @@ def present(notebook: nbformat.NotebookNode, profile: str, params: dict[str, Any
     notebook.cells.insert(position if position is not None else 0, table)
     _after_title(notebook, run_note(notebook, profile))
     models = ", ".join(f"{m.get('name')} ({m.get('source')})" for m in provenance["models"]) or "none"
-    data = ", ".join(str(d.get("name", d)) for d in provenance["data"]) or "none"
+    data = "; ".join(_data_label(d) for d in provenance["data"]) or "none"
     packages = ", ".join(f"{k} {v}" for k, v in provenance["packages"].items())
     note = (
         ":::{admonition} Provenance\n:class: note\n\n"
