@@ -43,6 +43,12 @@ def wilson_interval(successes: int, n: int, level: float = 0.95) -> tuple[float,
     return (float(max(0.0, centre - half)), float(min(1.0, centre + half)))
 
 
+def against_chance(interval: tuple[float, float] | list[float]) -> str:
+    """Where a 95% interval of an accuracy or agreement lies against chance (0.5), as the pages say it."""
+    low, high = interval
+    return "above chance" if low > 0.5 else "below chance" if high < 0.5 else "not distinguishable from chance"
+
+
 def share_ci(flags: np.ndarray, level: float = 0.95) -> dict[str, float]:
     """A share of 0/1 flags with its Wilson score interval, as a JSON-ready record (mean, low, high)."""
     flags = np.asarray(flags, dtype=bool)

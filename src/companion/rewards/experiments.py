@@ -18,7 +18,7 @@ from tqdm import tqdm
 from transformers import AutoTokenizer
 
 from companion.core.errors import UserError
-from companion.core.stats import SeedItemDraws, maximum_interval, resample_means, seed_item_draws
+from companion.core.stats import SeedItemDraws, against_chance, maximum_interval, resample_means, seed_item_draws
 from companion.core.tables import format_interval
 from companion.rewards.baselines import Shortcuts, shortcut_rows
 from companion.rewards.preferences import Pair, PreferenceSet, hub_sets, own_file_sets
@@ -170,6 +170,12 @@ def pairs_for_half_width(disagreement: float, n_sets: int, half_width: float) ->
     return int(np.ceil(disagreement * (Z95 / half_width) ** 2 / n_sets))
 
 
+def expected_half_width(disagreement: float, n_pairs: int) -> float:
+    """The 95% half-width of a mean gap over n_pairs independent pairs on which the models disagree on a share d (the
+    model of pairs_for_half_width, read the other way)."""
+    return Z95 * float(np.sqrt(disagreement / n_pairs))
+
+
 def half_width(interval: list[float] | None) -> float | None:
     """Half the width of an interval."""
     return None if interval is None else (interval[1] - interval[0]) / 2
@@ -233,7 +239,7 @@ def power_note(records: list[dict], primary: dict, n_seeds: int) -> str:
     if reached is None or not shares:
         return ""
     n_pairs = sum(primary["n_pairs"][name] for name in ood)
-    single = Z95 * float(np.sqrt(np.mean(shares) / n_pairs))
+    single = expected_half_width(float(np.mean(shares)), n_pairs)
     text = (f"Part 1 sized the sets for a half-width of {TARGET_HALF_WIDTH:g} assuming the two models rank a share "
             f"d = {ASSUMED_DISAGREEMENT:g} of pairs differently; on the out-of-distribution sets here d is "
             f"{min(shares):.2f} to {max(shares):.2f} (pooled over seeds), which for the pairs of one seed would give a "
@@ -251,8 +257,7 @@ def power_note(records: list[dict], primary: dict, n_seeds: int) -> str:
 
 def _against_chance(record: dict, model: str) -> str:
     """Whether a model's accuracy interval on a set lies above, below or around chance (0.5)."""
-    low, high = record[f"{model}_ci"]
-    return "above chance" if low > 0.5 else "below chance" if high < 0.5 else "not distinguishable from chance"
+    return against_chance(record[f"{model}_ci"])
 
 
 def fit_note(records: list[dict]) -> str:

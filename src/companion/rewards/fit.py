@@ -16,10 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from companion.core.tables import format_interval
-from companion.rewards.training import train_curve
+from companion.rewards.training import SHORT_NAMES, train_curve
 
 BATCH_ACCURACY = {"dporm": ("dpo", "rewards/accuracies"), "exrm": ("rm", "accuracy")}
-NAMES = {"dporm": "DPORM", "exrm": "EXRM"}
 JUMP = 0.2  # a rise in batch accuracy at the epoch boundary the page calls a jump
 
 
@@ -94,21 +93,22 @@ def passes_sentence(passes: Passes, batch: dict[str, tuple[float, float | None]]
             f"and steps {p.first_pass_steps + 1}-{p.steps} re-show {p.repeated} pairs the models were already trained "
             "on. Each batch's logged accuracy is computed before that batch's update: over the first pass (pairs not "
             "yet trained on) ")
-    text += " and ".join(f"{NAMES[m]} averages {batch[m][0]:.3f}" for m in NAMES) + ", over the later steps (re-shown pairs) "
-    text += " and ".join(f"{NAMES[m]} {batch[m][1]:.3f}" for m in NAMES) + " (seeds pooled)."
-    jumps = [NAMES[m] for m in NAMES if batch[m][1] - batch[m][0] >= JUMP]
+    text += " and ".join(f"{SHORT_NAMES[m]} averages {batch[m][0]:.3f}" for m in SHORT_NAMES)
+    text += ", over the later steps (re-shown pairs) "
+    text += " and ".join(f"{SHORT_NAMES[m]} {batch[m][1]:.3f}" for m in SHORT_NAMES) + " (seeds pooled)."
+    jumps = [SHORT_NAMES[m] for m in SHORT_NAMES if batch[m][1] - batch[m][0] >= JUMP]
     if jumps:
         text += (f" The batch accuracy of {' and of '.join(jumps)} jumps by at least {JUMP:g} at the epoch boundary: a "
                  "model right far more often on pairs it was trained on once than on pairs it had not yet seen has "
                  "memorized seen pairs, which is not a preference that carries to new ones.")
-    floors = {m: once_seen_floor(fit[f"{m}_acc"], fit["n"], p.repeated) for m in NAMES}
+    floors = {m: once_seen_floor(fit[f"{m}_acc"], fit["n"], p.repeated) for m in SHORT_NAMES}
     if all(f is not None for f in floors.values()):
         twice = min(fit["n"], p.repeated)
         text += (f" The fit above is measured on {fit['n']} training pairs, of which at most {twice} were shown twice "
                  "(which ones depends on the trainer's seeded shuffle, not recorded, so the split is not reported); "
                  "even if every one of those was ranked correctly, on the pairs shown only once "
-                 + " and ".join(f"{NAMES[m]} ranks at least {floors[m]:.3f} correctly" for m in NAMES) + ".")
-        above = [NAMES[m] for m in NAMES if floors[m] > 0.5]
+                 + " and ".join(f"{SHORT_NAMES[m]} ranks at least {floors[m]:.3f} correctly" for m in SHORT_NAMES) + ".")
+        above = [SHORT_NAMES[m] for m in SHORT_NAMES if floors[m] > 0.5]
         if above:
             text += (f" So the fit of {' and of '.join(above)} is not made by the re-shown pairs alone: it includes pairs "
                      "seen once, whether or not that carries to new pairs (the next page's in-distribution test set "

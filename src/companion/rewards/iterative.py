@@ -30,7 +30,7 @@ from peft import PeftModel
 
 from companion.core.files import staged_folder
 from companion.core.models import MARKER, load_causal_lm
-from companion.core.stats import percentile_interval, resample_means
+from companion.core.stats import against_chance, percentile_interval, resample_means
 from companion.core.tables import format_interval
 from companion.rewards.gold import GoldLabeller
 from companion.rewards.preferences import Pair, normalise, pool, reviews
@@ -171,9 +171,8 @@ def agreement_note(record: dict) -> str:
         return ""
     parts = []
     for model, value in record["agreement"].items():
-        low, high = record["agreement_ci"][model]
-        side = "above chance" if low > 0.5 else "below chance" if high < 0.5 else "not distinguishable from chance"
-        parts.append(f"{model.upper()} {value:.3f} {format_interval([low, high])}, {side}")
+        interval = record["agreement_ci"][model]
+        parts.append(f"{model.upper()} {value:.3f} {format_interval(interval)}, {against_chance(interval)}")
     return (f"Share of the policy's own samples ({record['n_agreement']} pairs, first seed) on which each labeller "
             "agrees with gold: " + "; ".join(parts) + ".")
 

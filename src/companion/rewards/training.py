@@ -34,6 +34,8 @@ from companion.rewards.preferences import Pair
 from companion.rewards.references import CachedReferenceDPOTrainer
 from companion.rewards.response_head import score_responses_only
 
+SHORT_NAMES = {"dporm": "DPORM", "exrm": "EXRM"}  # the two reward models as the pages' sentences name them
+
 # TRL calls a deprecated transformers property on every trainer start; the message is for TRL's authors, not for a
 # reader of the pages (filtered by category, message and the module that warns, nothing else).
 warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning,

@@ -17,7 +17,7 @@ import pandas as pd
 from companion.core.errors import UserError
 from companion.rewards.preferences import Pair
 from companion.rewards.scoring import cached_reference_logps, correct, score_models
-from companion.rewards.training import TrainSettings, trained_models
+from companion.rewards.training import SHORT_NAMES, TrainSettings, trained_models
 
 
 def split_validation(pairs: list[Pair], fraction: float) -> tuple[list[Pair], list[Pair]]:
@@ -70,7 +70,6 @@ def grid_edge(search: pd.DataFrame, model: str, rate: float) -> str:
 def loss_trend(search: pd.DataFrame) -> str:
     """One sentence for the page: per model, whether its validation loss rose or fell as the rate rose, with the
     losses at each rate of the grid (what the chosen rates rest on, read from this run's search)."""
-    names = {"dporm": "DPORM", "exrm": "EXRM"}
     parts = []
     for model, part in search.sort_values(["model", "learning_rate"]).groupby("model"):
         losses = part["val_loss"].to_numpy()
@@ -78,7 +77,7 @@ def loss_trend(search: pd.DataFrame) -> str:
         trend = ("rose as the rate rose" if (steps > 0).all() else "fell as the rate rose" if (steps < 0).all() else
                  f"was lowest at {part['learning_rate'].iloc[int(np.argmin(losses))]:g}")
         values = ", ".join(f"{loss:.3f} at {rate:g}" for rate, loss in zip(part["learning_rate"], losses))
-        parts.append(f"{names.get(model, model)}'s validation loss {trend} ({values})")
+        parts.append(f"{SHORT_NAMES.get(model, model)}'s validation loss {trend} ({values})")
     return "In this run's search, " + "; ".join(parts) + "."
 
 
@@ -86,13 +85,12 @@ def search_note(search: pd.DataFrame, rates: dict[str, float]) -> str:
     """One sentence per model for the page: the rate it keeps, whether its validation loss there is below log 2
     (the loss of a reward that prefers neither response: a rate chosen by loss may be one that barely moved), and
     whether that rate is at an edge of the grid."""
-    names = {"dporm": "DPORM", "exrm": "EXRM"}
     parts = []
     for model, rate in rates.items():
         loss = float(search[(search["model"] == model) & (search["learning_rate"] == rate)]["val_loss"].iloc[0])
         side = ("below log 2 = 0.693, so its margins lean the right way on the held-out pairs" if loss < np.log(2) else
                 "not below log 2 = 0.693, so on the held-out pairs it does no better than preferring neither response")
-        parts.append(f"{names.get(model, model)} keeps {rate:g} (validation loss {loss:.3f}, {side}"
+        parts.append(f"{SHORT_NAMES.get(model, model)} keeps {rate:g} (validation loss {loss:.3f}, {side}"
                      f"{grid_edge(search, model, rate)})")
     return "; ".join(parts) + "."
 
