@@ -14,6 +14,7 @@ from scipy.stats import t as student_t
 
 from companion.core.errors import UserError
 from companion.rewards import experiments as gen
+from companion.rewards import power
 from companion.rewards.preferences import PreferenceSet
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,7 +104,7 @@ def test_no_ood_settings_give_empty_gaps():
 
 
 def test_set_size_for_the_target_half_width():
-    n = gen.pairs_for_half_width(0.3, 5, 0.03)
+    n = power.pairs_for_half_width(0.3, 5, 0.03)
     assert 1.96 * np.sqrt(0.3 / (5 * n)) <= 0.03 < 1.96 * np.sqrt(0.3 / (5 * (n - 1)))
 
 
@@ -281,11 +282,11 @@ def test_max_gap_note_marks_the_maximum_exploratory_and_reads_the_sets_own_inter
 def test_power_note_explains_a_met_target_with_a_larger_disagreement_than_assumed():
     primary = {"settings": ["b", "c"], "gap_mean_ood_ci": [-0.056, 0.004], "n_pairs": {"b": 650, "c": 650}}
     records = [{"name": "b", "disagreement": 0.47}, {"name": "c", "disagreement": 0.50}]
-    note = gen.power_note(records, primary, 3)
+    note = power.power_note(records, primary, 3)
     single = 1.959964 * np.sqrt(0.485 / 1300)
     assert "d = 0.3" in note and "0.47 to 0.50" in note and f"about {single:.3f}" in note
     assert "target is met although d is larger than assumed" in note and "averaged over 3 seeds" in note
-    assert "target is missed" in gen.power_note(records, {**primary, "gap_mean_ood_ci": [-0.1, 0.0]}, 3)
+    assert "target is missed" in power.power_note(records, {**primary, "gap_mean_ood_ci": [-0.1, 0.0]}, 3)
 
 
 def test_agreement_note_reads_each_labeller_against_chance():

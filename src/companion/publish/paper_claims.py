@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from companion.publish.fields import Fields
 from companion.publish.verdicts import Estimate
+from companion.rewards.power import TARGET_HALF_WIDTH, half_width
 
 
 @dataclass(frozen=True)
@@ -152,9 +153,10 @@ def _dpo_gap(key: str, what: str) -> Callable[[Fields], list[Row]]:
                    + "; the abstract's \"mean drop in accuracy of 3%\" read as an EXRM − DPORM accuracy gap of 0.03 "
                    "is our interpretation")
         estimate = primary.estimate(key)
-        if estimate.low is not None and estimate.high is not None and (estimate.high - estimate.low) / 2 > POWER_TARGET:
-            context += (f"; under-powered: the interval's half-width {(estimate.high - estimate.low) / 2:.3f} is above the "
-                        f"{POWER_TARGET} the test sets were sized for")
+        reached = None if estimate.low is None or estimate.high is None else half_width([estimate.low, estimate.high])
+        if reached is not None and reached > TARGET_HALF_WIDTH:
+            context += (f"; under-powered: the interval's half-width {reached:.3f} is above the "
+                        f"{TARGET_HALF_WIDTH} the test sets were sized for")
         return [Row(estimate, context)]
     return extract
 
@@ -219,9 +221,6 @@ def _largest_gap(metrics: Fields) -> tuple[Row, Row | None]:
     where = (f"largest of the gaps over {', '.join(primary.strings('settings'))}; paper: 0.07; beside it the "
              f"in-distribution gap {fmt_ci(primary.estimate('id_gap'))}")
     return Row(primary.estimate("gap_max_ood"), where), None
-
-
-POWER_TARGET = 0.03  # the pooled OOD gap's 95% half-width the default test sets are sized for (dpo_1, "How many pairs")
 
 
 CLAIMS: tuple[Claim, ...] = (
