@@ -9,7 +9,7 @@ import torch
 from sklearn.metrics import average_precision_score
 from tiny import ARCHITECTURES, CORPUS, tiny_causal_lm, tiny_tokenizer
 
-from companion.core import cache
+from companion.core import cache, forward
 from companion.core.errors import UserError
 from companion.steering import average_precision, expertise, generation, interventions, recording
 
@@ -229,7 +229,7 @@ def test_perplexity_matches_the_model_loss_and_ignores_padding(tokenizer, monkey
         loss = model(**batch, labels=batch["input_ids"]).loss
     projected = []  # rows the LM head projects at once
     model.get_output_embeddings().register_forward_hook(lambda module, args, out: projected.append(args[0].shape[:-1]))
-    monkeypatch.setattr(generation, "HEAD_ROWS", 5)
+    monkeypatch.setattr(forward, "HEAD_ROWS", 5)
     assert generation.perplexity(model, tokenizer, CORPUS[:1]) == pytest.approx(float(torch.exp(loss)), rel=1e-5)
     n = batch["input_ids"].shape[1]
     if overrides:  # softcapped logits are not the head's output: the model runs whole, its head on every position

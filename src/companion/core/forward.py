@@ -49,6 +49,21 @@ def row_sums(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.zeros(mask.shape[0], dtype=values.dtype, device=values.device).index_add(0, rows, values)
 
 
+HEAD_ROWS = 256  # token positions projected onto the vocabulary at once (256 MiB of Gemma 3 logits in float32)
+
+
+def next_token_logps(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per row of hidden (positions x width), log p(target) under the LM head in float32, HEAD_ROWS positions projected
+    at a time, so the (positions x vocabulary) logits are never held at once."""
+    device = head.weight.device
+    chunks = []
+    for start in range(0, len(targets), HEAD_ROWS):
+        logits = head(hidden[start:start + HEAD_ROWS].to(device)).float()
+        picked = targets[start:start + HEAD_ROWS].to(device).unsqueeze(-1)
+        chunks.append(logits.gather(-1, picked).squeeze(-1) - torch.logsumexp(logits, dim=-1))
+    return torch.cat([torch.zeros(0, device=device), *chunks])
+
+
 def content_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor, special_ids: Sequence[int]) -> torch.Tensor:
     """The attention mask with special tokens (<bos>, <eos>, padding) switched off: what a pool should average."""
     special = torch.isin(input_ids, torch.tensor(list(special_ids), dtype=input_ids.dtype, device=input_ids.device))

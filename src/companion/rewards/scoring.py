@@ -31,7 +31,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from companion.core import threads
 from companion.core.cache import cache_key
-from companion.core.forward import position_ids, row_sums
+from companion.core.forward import next_token_logps, position_ids, row_sums
 from companion.core.models import load_causal_lm
 from companion.rewards.baselines import choice_accuracy
 from companion.rewards.preferences import Pair, PreferenceSet
@@ -165,9 +165,8 @@ def response_logps(model: PreTrainedModel, batch: SharedBatch) -> torch.Tensor:
     full_mask = torch.cat([torch.zeros(batch.mask.shape[0], n_prompt, dtype=torch.long), batch.mask], 1).to(device)
     full_ids = batch.full_ids().to(device)
     scored = full_mask[:, start:].bool()
-    logits = unwrapped(model).get_output_embeddings()(hidden[:, start - 1:-1][scored]).float()
-    targets = full_ids[:, start:][scored]
-    token_logps = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+    head = unwrapped(model).get_output_embeddings()
+    token_logps = next_token_logps(head, hidden[:, start - 1:-1][scored], full_ids[:, start:][scored])
     return row_sums(token_logps, scored).cpu()
 
 

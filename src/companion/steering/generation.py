@@ -14,7 +14,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from companion.core import threads
 from companion.core.decoding import sample, sampling_processors
-from companion.core.forward import forward_batches, plain_logits, row_sums
+from companion.core.forward import forward_batches, next_token_logps, plain_logits, row_sums
 from companion.core.stats import seed_item_draws, share_ci, wilson_interval
 from companion.steering.experiments import Setup
 from companion.steering.expertise import choose
@@ -41,24 +41,12 @@ def continue_text(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pr
     return texts
 
 
-
-HEAD_ROWS = 256  # token positions projected onto the vocabulary at once by `perplexity` (256 MiB of Gemma 3 logits in float32)
-
-
-def next_token_nll(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Per row of hidden (positions x width), -log p(target): the head projects HEAD_ROWS positions at a time."""
-    chunks = [torch.nn.functional.cross_entropy(head(hidden[start:start + HEAD_ROWS].to(head.weight.device)).float(),
-                                                targets[start:start + HEAD_ROWS].to(head.weight.device), reduction="none")
-              for start in range(0, len(targets), HEAD_ROWS)]
-    return torch.cat([torch.zeros(0, device=head.weight.device), *chunks])
-
-
 def perplexity(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, sentences: Sequence[str],
                batch_size: int = 16, max_tokens: int = 128) -> float:
     """Perplexity of the sentences: exp of the mean next-token loss over all their real tokens.
 
     Where the logits are the LM head's output as they are (`plain_logits`), the network runs to its last hidden
-    states and the head projects only the positions that predict a real token, HEAD_ROWS at a time: a batch's
+    states and the head projects only the positions that predict a real token, a few at a time (`next_token_logps`): a batch's
     (batch x tokens x vocabulary) logits are never held at once (1.7 GB for 16 Gemma 3 verses of 100 tokens in
     float32, before the copies the loss makes of them). Other models run whole, their head on every position.
     """
@@ -70,7 +58,7 @@ def perplexity(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, sente
         targets = batch["input_ids"][:, 1:][keep]
         # the kept rows only, as one (tokens, vocabulary) matrix: half the time of the loss over the padded
         # (batch, vocabulary, tokens) layout, whose vocabulary axis is not contiguous
-        nll = (next_token_nll(head, output.last_hidden_state[:, :-1][keep], targets) if head is not None else
+        nll = (-next_token_logps(head, output.last_hidden_state[:, :-1][keep], targets) if head is not None else
                torch.nn.functional.cross_entropy(output.logits[:, :-1][keep].float(), targets, reduction="none"))
         return torch.stack([row_sums(nll.to(keep.device), keep), keep.sum(1).float()], 1)
 
