@@ -44,7 +44,23 @@ def test_a_cpu_without_native_bfloat16_gets_a_note(tmp_path, monkeypatch):
     assert precision.native_bfloat16(without) is False
     assert precision.native_bfloat16(tmp_path / "missing") is None
     monkeypatch.setattr(precision, "native_bfloat16", lambda: False)
-    assert "--set dtype=float32 --set precision=float32" in precision.slow_bfloat16_note(True)
+    assert "leave them at auto (float32 here) for speed" in precision.slow_bfloat16_note(True)
     assert precision.slow_bfloat16_note(False) is None
     monkeypatch.setattr(precision, "native_bfloat16", lambda: True)
     assert precision.slow_bfloat16_note(True) is None
+
+
+def test_auto_is_bfloat16_only_where_it_is_native(monkeypatch):
+    for native, gpu, choice in ((True, False, "bfloat16"), (False, True, "bfloat16"), (None, True, "bfloat16"),
+                                (False, False, "float32"), (None, False, "float32")):
+        monkeypatch.setattr(precision, "native_bfloat16", lambda native=native: native)
+        monkeypatch.setattr(precision, "gpu_available", lambda gpu=gpu: gpu)
+        assert precision.auto_choice() == choice
+        assert precision.resolve("auto") == choice
+    assert precision.resolve("auto", "bfloat16") == "bfloat16"
+    assert precision.resolve("float16") == "float16" and precision.resolve("bfloat16", "float32") == "bfloat16"
+
+
+def test_a_notebook_holding_torch_asks_it_for_a_gpu_directly(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert precision.gpu_available() is True

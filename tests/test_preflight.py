@@ -68,7 +68,7 @@ REFUSALS = [
     ("steering_1*", ["corpus=nobody/no-such-corpus"], "not in the local Hugging Face cache"),
     ("steering_1*", ["units=(mlp"], "not a regular expression"),
     ("steering_1*", ["dtype=float33"], "not a torch floating-point dtype"),
-    ("dpo_2*", ["precision=float16"], "is not allowed; use 'float32' or 'bfloat16'"),
+    ("dpo_2*", ["precision=float16"], "is not allowed; use 'auto' or 'float32' or 'bfloat16'"),
     ("steering_1*", ["pooling=median"], "is not allowed; use 'mean' or 'max'"),
     ("steering_1*", ["threads=0"], "must be >= 1"),
     ("steering_1*", ["seed=-1"], "must be >= 0"),

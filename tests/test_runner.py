@@ -333,3 +333,27 @@ def test_kernels_keep_freed_memory_unless_the_user_tunes_the_allocator(project: 
     assert kernel_settings({"GLIBC_TUNABLES": "glibc.malloc.mmap_max=0"}) == {}
     assert kernel_settings({"GLIBC_TUNABLES": "glibc.pthread.rseq=0"}) == KEEP_FREED
     assert kernel_settings({"PATH": "/bin"}) == KEEP_FREED
+
+
+def test_auto_precision_is_resolved_for_this_machine_before_the_run(project: Project, monkeypatch, capsys) -> None:
+    """A dtype or precision of "auto" reaches the notebook, its results file and its up-to-date hash as the machine's
+    choice; another machine's choice reruns the notebook; a value set by the user is kept without asking."""
+    from companion.core import precision
+
+    _notebook(project.notebooks / "gamma.ipynb", 'precision = "auto"\ndtype = "auto"', "y = precision + '/' + dtype")
+    monkeypatch.setattr(precision, "auto_choice", lambda: "float32")
+    assert _statuses(run(project, "smoke", only="gamma")) == {"gamma": "ran"}
+    result = json.loads((project.results / "gamma.json").read_text())
+    assert result["parameters"] == {"precision": "float32", "dtype": "float32"}
+    assert result["metrics"] == {"y": "float32/float32"}
+    assert "'auto' run in float32 here (no GPU, and a CPU without AVX512-BF16 or AMX)" in capsys.readouterr().err
+    assert _statuses(run(project, "smoke", only="gamma")) == {"gamma": "skipped"}
+    monkeypatch.setattr(precision, "auto_choice", lambda: "bfloat16")
+    assert _statuses(run(project, "smoke", only="gamma", sets=["dtype=float32"])) == {"gamma": "ran"}
+    assert _metrics(project, "gamma") == {"y": "bfloat16/float32"}
+
+    def unasked() -> str:
+        raise AssertionError("auto_choice asked although nothing is auto")
+
+    monkeypatch.setattr(precision, "auto_choice", unasked)
+    assert _statuses(run(project, "smoke", only="gamma", sets=["dtype=float32", "precision=bfloat16"])) == {"gamma": "skipped"}

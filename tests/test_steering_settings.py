@@ -30,3 +30,12 @@ def test_a_bad_choice_names_the_field_the_value_and_the_choices(field: str, valu
 def test_bad_counts_and_languages_are_user_errors(changes: dict) -> None:
     with pytest.raises(UserError):
         SteeringSettings(**changes)
+
+
+def test_auto_dtype_becomes_this_machines_choice(monkeypatch) -> None:
+    from companion.core import precision
+
+    monkeypatch.setattr(precision, "auto_choice", lambda: "bfloat16")
+    assert SteeringSettings(dtype="auto").dtype == "bfloat16"
+    monkeypatch.setattr(precision, "auto_choice", lambda: "float32")
+    assert SteeringSettings(dtype="auto") == SteeringSettings(dtype="float32")

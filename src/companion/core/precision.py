@@ -4,6 +4,10 @@ bfloat16 autocast keeps weights, norms, softmax and the loss in float32 and runs
 the mixed precision TRL and transformers use on GPUs (`bf16=True`). On a CPU with AVX512-BF16 or AMX it is faster
 than float32 (benchmarks/bench_precision.py); on a CPU without them it is slower, so float32 stays available as a
 parameter. Scoring the pairs stays in float32 (companion.rewards.scoring says why).
+
+The default of both papers' parameters (`dtype` for paper A, `precision` for paper B) is "auto": bfloat16 where it is
+native (a GPU, or a CPU with AVX512-BF16 or AMX), float32 elsewhere. The runner resolves it before anything runs,
+so a results file records the precision its numbers were computed in.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ if TYPE_CHECKING:
     import torch
 
 PRECISIONS = ("float32", "bfloat16")
+AUTO = "auto"  # a dtype or precision chosen for the machine: auto_choice()
+PARAMETERS = ("dtype", "precision")  # the notebook parameters that take AUTO
 
 
 def check(precision: str) -> str:
@@ -54,6 +60,8 @@ def native_bfloat16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool | None:
 
 def gpu_available() -> bool:
     """Whether torch sees a GPU here, asked in a child process: the runner, which asks, never loads torch itself."""
+    if "torch" in sys.modules:  # a notebook, which holds torch already
+        return bool(sys.modules["torch"].cuda.is_available())
     try:
         found = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.is_available())"],
                                capture_output=True, text=True, timeout=300)
@@ -62,10 +70,26 @@ def gpu_available() -> bool:
     return found.stdout.strip() == "True"
 
 
+def auto_choice() -> str:
+    """What "auto" is on this machine: bfloat16 on a GPU or a CPU with AVX512-BF16 or AMX, float32 elsewhere."""
+    return "bfloat16" if native_bfloat16() or gpu_available() else "float32"
+
+
+def resolve(value: str, choice: str | None = None) -> str:
+    """A dtype or precision with "auto" replaced by choice (default: auto_choice()); any other value as given."""
+    return (choice or auto_choice()) if value == AUTO else value
+
+
+def auto_note(choice: str) -> str:
+    """The line the runner prints when "auto" became choice."""
+    why = "native on this machine" if choice == "bfloat16" else "no GPU, and a CPU without AVX512-BF16 or AMX"
+    return f"companion: dtype and precision 'auto' run in {choice} here ({why}); set them to float32 or bfloat16 to choose"
+
+
 def slow_bfloat16_note(asked: bool) -> str | None:
     """A one-line note when bfloat16 is asked for on a CPU-only machine whose CPU lacks it (it then runs slower)."""
     if asked and native_bfloat16() is False and not gpu_available():
         return ("companion: note: this CPU has neither AVX512-BF16 nor AMX, so bfloat16 (dtype, precision) runs slower "
-                "than float32 here; add --set dtype=float32 --set precision=float32 for speed (the numbers then differ "
-                "slightly: benchmarks/bench_precision.py)")
+                "than float32 here; leave them at auto (float32 here) for speed (the numbers then differ slightly: "
+                "benchmarks/bench_precision.py)")
     return None

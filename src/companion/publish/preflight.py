@@ -14,7 +14,7 @@ from functools import lru_cache
 from typing import Any
 
 from companion.core.errors import UserError
-from companion.core.precision import PRECISIONS
+from companion.core.precision import AUTO, PRECISIONS
 from companion.publish import profiles
 from companion.publish.model_checks import dataset_problem, model_problem, model_shape
 from companion.publish.param_types import fits
@@ -106,8 +106,8 @@ def _regex(ctx: Context, name: str) -> None:
 
 def _dtype(ctx: Context, name: str) -> None:
     """A torch floating-point dtype paper A's settings accept (checked by name: the runner never loads torch)."""
-    if ctx.params[name] not in CHOICES["dtype"]:
-        raise ctx.refuse(name, "is not a torch floating-point dtype", "use float32, bfloat16 or float16")
+    if ctx.params[name] not in (AUTO, *CHOICES["dtype"]):
+        raise ctx.refuse(name, "is not a torch floating-point dtype", "use auto, float32, bfloat16 or float16")
 
 
 def _model(ctx: Context, name: str) -> None:
@@ -269,7 +269,7 @@ CHECKS: dict[str, Check] = {
     "control": one_of(lambda: tuple(CONTROLS)), "selection": one_of(_steering_choices("selection")),
     "unit_site": one_of(_steering_choices("unit_site")), "pairs_scope": one_of(lambda: ("all", "pivot", "from-pivot", "to-pivot")),
     "positions": one_of(_steering_choices("positions")), "protocol": one_of(_steering_choices("protocol")),
-    "precision": one_of(lambda: PRECISIONS),
+    "precision": one_of(lambda: (AUTO, *PRECISIONS)),
     "seed": at_least(0), "data_seed": at_least(0), "seeds": at_least(0),
     "beta": at_least(0, strict=True), "learning_rate": at_least(0, strict=True),
     "n_*": at_least(1), "threads": at_least(1), "steps": at_least(1), "batch_size": at_least(1), "lora_*": at_least(1),

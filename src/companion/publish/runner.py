@@ -169,6 +169,18 @@ def share_threads(task: Task, jobs: int, where_from: Callable[[str, str], str]) 
     return replace(task, params={**task.params, "threads": min(task.params["threads"], threads.share(jobs))})
 
 
+def resolve_auto(tasks: list[Task]) -> tuple[list[Task], str | None]:
+    """Tasks with each "auto" dtype or precision replaced by this machine's choice, and that choice (None: none was auto).
+
+    Resolved before the up-to-date hashes, so a results file and the cache record the precision actually used.
+    """
+    if not any(t.params.get(name) == precision.AUTO for t in tasks for name in precision.PARAMETERS):
+        return tasks, None
+    choice = precision.auto_choice()
+    return [replace(t, params={name: precision.resolve(value, choice) if name in precision.PARAMETERS else value
+                               for name, value in t.params.items()}) for t in tasks], choice
+
+
 def run(project: Project, profile: str = "default", only: str | None = None, sets: list[str] | None = None,
         force: bool = False, jobs: int = 1, sweeps: list[str] | None = None, executor: str = "local",
         address: str | None = None, dry_run: bool = False) -> list[Outcome]:
@@ -186,7 +198,7 @@ def run(project: Project, profile: str = "default", only: str | None = None, set
     after, needs = schedule.prerequisites(settings, names), schedule.resources(settings, names)
     hints = schedule.minutes(settings, names)  # the profile's figures, for notebooks with no recorded run yet
     set_values = profiles.parse_sets(sets or [])
-    tasks = sweep.plan(notebooks, selected, settings, set_values, sweep.parse_sweeps(sweeps or []), profile)
+    tasks, auto = resolve_auto(sweep.plan(notebooks, selected, settings, set_values, sweep.parse_sweeps(sweeps or []), profile))
     outcomes, todo = [], []
     for task in tasks:
         task = replace(task, digest=input_hash(project, task.notebook, task.params))
@@ -207,8 +219,9 @@ def run(project: Project, profile: str = "default", only: str | None = None, set
         return sorted(outcomes + [Outcome(task.output, "would run", 0.0) for task in todo], key=lambda o: o.name)
     todo = schedule.longest_chain_first(todo, after, {t.output: t.expected if t.expected is not None else
                                                       60 * hints.get(t.name, 0.0) for t in todo})
-    note = precision.slow_bfloat16_note(any("bfloat16" in (t.params.get("dtype"), t.params.get("precision")) for t in todo))
-    if note:
+    notes = [precision.auto_note(auto) if auto and todo else None,
+             precision.slow_bfloat16_note(any("bfloat16" in (t.params.get("dtype"), t.params.get("precision")) for t in todo))]
+    for note in filter(None, notes):
         print(note, file=sys.stderr, flush=True)
     if todo:
         where = executors.executor(executor, execute, project, profile, jobs, needs, address)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, get_args
 
+from companion.core import precision
 from companion.core.errors import UserError
 
 Selection = Literal["top", "top_bottom"]
@@ -45,7 +46,7 @@ class SteeringSettings:
     n_boot: int = 1000
     batch_size: int = 32
     threads: int = 2  # torch CPU threads
-    dtype: DType = "float32"  # torch dtype of the weights (bfloat16 for 8B models on a GPU)
+    dtype: DType | Literal["auto"] = "float32"  # torch dtype of the weights; "auto": bfloat16 where native (precision)
     device_map: str | None = None  # None: CPU; "auto" places a hub model on the available GPUs
 
     def __post_init__(self) -> None:
@@ -53,6 +54,7 @@ class SteeringSettings:
         object.__setattr__(self, "languages", tuple(self.languages))
         for name in ("parallel_path", "units", "device_map"):  # "" (a notebook parameter's empty value) means None
             object.__setattr__(self, name, getattr(self, name) or None)
+        object.__setattr__(self, "dtype", precision.resolve(self.dtype))  # the cache keys name the dtype used
         for name, choices in CHOICES.items():
             if getattr(self, name) not in choices:
                 raise UserError(f"{name}={getattr(self, name)!r} is not a valid choice; use one of {', '.join(map(repr, choices))}")
