@@ -518,6 +518,26 @@ def test_bfloat16_training_asks_trl_for_mixed_precision_and_is_cached_apart(tmp_
         assert training.model_key(mixed, PAIRS, kind) != training.model_key(SETTINGS, PAIRS, kind)
 
 
+def test_bfloat16_mixed_precision_trains_and_samples_on_any_cpu(tiny_folder, tmp_path, monkeypatch):
+    """The path the default book takes where bfloat16 is native (the smoke run takes it only there, `precision: auto`),
+    on a tiny model: the SFT start, DPO and the reward model under bf16 autocast, then sampling under autocast."""
+    from dataclasses import replace
+
+    from companion.rewards import sft
+    from companion.rewards.sampling import SampleSettings, sample_continuations
+
+    monkeypatch.setenv("COMPANION_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(sft, "sft_texts", lambda n, seed: ["the cat sat on the mat", "a good film, I loved it"] * n)
+    start = sft.sft_backbone(sft.SFTSettings(model=str(tiny_folder), steps=1, batch_size=2, max_length=16,
+                                             learning_rate=5e-2, lora_r=4, precision="bfloat16"))
+    models = training.trained_models(replace(SETTINGS, model=start, precision="bfloat16"), PAIRS, cache=tmp_path / "models")
+    losses = [value for log in (models.dpo_log, models.rm_log) for _, value in training.train_curve(log, "loss")]
+    assert len(losses) >= 2 and np.isfinite(losses).all()
+    texts = sample_continuations(SampleSettings(model=start, per_prompt=2, max_new_tokens=3, precision="bfloat16"),
+                                 ["the cat", "a good film,"])
+    assert [len(row) for row in texts] == [2, 2]
+
+
 def test_agreement_with_gold_leaves_near_ties_out() -> None:
     from companion.rewards.iterative import agreement_with_gold
 
