@@ -51,16 +51,12 @@ def test_a_cpu_without_native_bfloat16_gets_a_note(tmp_path, monkeypatch):
 
 
 def test_auto_is_bfloat16_only_where_it_is_native(monkeypatch):
+    """On GPUs (a device_map) or a CPU with AVX512-BF16 or AMX; a GPU in the machine does not count for a CPU run."""
+    monkeypatch.setattr(precision, "gpu_available", lambda: True)  # never asked: the model's place decides
     for native, gpu, choice in ((True, False, "bfloat16"), (False, True, "bfloat16"), (None, True, "bfloat16"),
                                 (False, False, "float32"), (None, False, "float32")):
         monkeypatch.setattr(precision, "native_bfloat16", lambda native=native: native)
-        monkeypatch.setattr(precision, "gpu_available", lambda gpu=gpu: gpu)
-        assert precision.auto_choice() == choice
-        assert precision.resolve("auto") == choice
-    assert precision.resolve("auto", "bfloat16") == "bfloat16"
-    assert precision.resolve("float16") == "float16" and precision.resolve("bfloat16", "float32") == "bfloat16"
-
-
-def test_a_notebook_holding_torch_asks_it_for_a_gpu_directly(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert precision.gpu_available() is True
+        assert precision.auto_choice(gpu) == choice
+        assert precision.resolve("auto", gpu) == choice
+    assert precision.resolve("float16") == "float16" and precision.resolve("bfloat16") == "bfloat16"
+    assert "run in float32 here (this CPU has neither AVX512-BF16 nor AMX" in precision.auto_note("float32")

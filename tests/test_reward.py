@@ -530,9 +530,12 @@ def test_bfloat16_mixed_precision_trains_and_samples_on_any_cpu(tiny_folder, tmp
     monkeypatch.setattr(sft, "sft_texts", lambda n, seed: ["the cat sat on the mat", "a good film, I loved it"] * n)
     start = sft.sft_backbone(sft.SFTSettings(model=str(tiny_folder), steps=1, batch_size=2, max_length=16,
                                              learning_rate=5e-2, lora_r=4, precision="bfloat16"))
-    models = training.trained_models(replace(SETTINGS, model=start, precision="bfloat16"), PAIRS, cache=tmp_path / "models")
-    losses = [value for log in (models.dpo_log, models.rm_log) for _, value in training.train_curve(log, "loss")]
-    assert len(losses) >= 2 and np.isfinite(losses).all()
+    losses = {}
+    for name in ("bfloat16", "float32"):
+        models = training.trained_models(replace(SETTINGS, model=start, precision=name), PAIRS, cache=tmp_path / "models")
+        losses[name] = [value for log in (models.dpo_log, models.rm_log) for _, value in training.train_curve(log, "loss")]
+    assert len(losses["bfloat16"]) >= 2 and np.isfinite(losses["bfloat16"]).all()
+    assert losses["bfloat16"] != pytest.approx(losses["float32"], rel=1e-6)  # the products did run in bfloat16
     texts = sample_continuations(SampleSettings(model=start, per_prompt=2, max_new_tokens=3, precision="bfloat16"),
                                  ["the cat", "a good film,"])
     assert [len(row) for row in texts] == [2, 2]

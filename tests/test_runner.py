@@ -336,24 +336,44 @@ def test_kernels_keep_freed_memory_unless_the_user_tunes_the_allocator(project: 
 
 
 def test_auto_precision_is_resolved_for_this_machine_before_the_run(project: Project, monkeypatch, capsys) -> None:
-    """A dtype or precision of "auto" reaches the notebook, its results file and its up-to-date hash as the machine's
-    choice; another machine's choice reruns the notebook; a value set by the user is kept without asking."""
+    """A dtype or precision of "auto" reaches the notebook, its results file, its up-to-date hash and its "Run this page"
+    command as the run's choice; another CPU's choice reruns the notebook; a device_map means GPUs (bfloat16); values
+    set by the user are kept without looking at the CPU; a sweep over "auto" is refused."""
     from companion.core import precision
 
-    _notebook(project.notebooks / "gamma.ipynb", 'precision = "auto"\ndtype = "auto"', "y = precision + '/' + dtype")
-    monkeypatch.setattr(precision, "auto_choice", lambda: "float32")
+    _notebook(project.notebooks / "gamma.ipynb", 'precision = "auto"\ndtype = "auto"\ndevice_map = ""',
+              "y = precision + '/' + dtype")
+    monkeypatch.setattr(precision, "native_bfloat16", lambda: False)
     assert _statuses(run(project, "smoke", only="gamma")) == {"gamma": "ran"}
     result = json.loads((project.results / "gamma.json").read_text())
-    assert result["parameters"] == {"precision": "float32", "dtype": "float32"}
+    assert result["parameters"] == {"precision": "float32", "dtype": "float32", "device_map": ""}
     assert result["metrics"] == {"y": "float32/float32"}
-    assert "'auto' run in float32 here (no GPU, and a CPU without AVX512-BF16 or AMX)" in capsys.readouterr().err
+    assert "'auto' run in float32 here (this CPU has neither AVX512-BF16 nor AMX" in capsys.readouterr().err
+    page = nbformat.read(project.generated / "gamma.ipynb", as_version=4).cells[0].source
+    assert "companion run --only gamma --profile smoke --set dtype=float32 --set precision=float32" in page
     assert _statuses(run(project, "smoke", only="gamma")) == {"gamma": "skipped"}
-    monkeypatch.setattr(precision, "auto_choice", lambda: "bfloat16")
+    monkeypatch.setattr(precision, "native_bfloat16", lambda: True)
     assert _statuses(run(project, "smoke", only="gamma", sets=["dtype=float32"])) == {"gamma": "ran"}
     assert _metrics(project, "gamma") == {"y": "bfloat16/float32"}
+    monkeypatch.setattr(precision, "native_bfloat16", lambda: False)
+    assert _statuses(run(project, "smoke", only="gamma", sets=["device_map=auto"])) == {"gamma": "ran"}
+    assert _metrics(project, "gamma") == {"y": "bfloat16/bfloat16"}
 
-    def unasked() -> str:
-        raise AssertionError("auto_choice asked although nothing is auto")
+    def unasked() -> bool:
+        raise AssertionError("the CPU was asked although nothing is auto")
 
-    monkeypatch.setattr(precision, "auto_choice", unasked)
-    assert _statuses(run(project, "smoke", only="gamma", sets=["dtype=float32", "precision=bfloat16"])) == {"gamma": "skipped"}
+    monkeypatch.setattr(precision, "native_bfloat16", unasked)
+    assert _statuses(run(project, "smoke", only="gamma", sets=["dtype=bfloat16", "precision=bfloat16",
+                                                                 "device_map=auto"])) == {"gamma": "skipped"}
+    with pytest.raises(UserError, match="--sweep precision: 'auto' is bfloat16 or float32 depending on the machine"):
+        run(project, "smoke", only="gamma", sweeps=["precision=[auto,float32]"])
+
+    def unreachable(*args, **kwargs):
+        raise UserError("cannot reach a Ray cluster at --address nowhere")
+
+    monkeypatch.setattr(precision, "native_bfloat16", lambda: False)
+    monkeypatch.setattr("companion.publish.runner.executors.executor", unreachable)
+    capsys.readouterr()
+    with pytest.raises(UserError, match="cannot reach"):  # refused with its own line only, no note before it
+        run(project, "smoke", only="gamma", force=True, executor="ray", address="nowhere")
+    assert capsys.readouterr().err == ""

@@ -32,10 +32,12 @@ def test_bad_counts_and_languages_are_user_errors(changes: dict) -> None:
         SteeringSettings(**changes)
 
 
-def test_auto_dtype_becomes_this_machines_choice(monkeypatch) -> None:
+def test_auto_dtype_is_bfloat16_on_gpus_or_a_native_cpu(monkeypatch) -> None:
     from companion.core import precision
 
-    monkeypatch.setattr(precision, "auto_choice", lambda: "bfloat16")
+    monkeypatch.setattr(precision, "native_bfloat16", lambda: True)
     assert SteeringSettings(dtype="auto").dtype == "bfloat16"
-    monkeypatch.setattr(precision, "auto_choice", lambda: "float32")
+    monkeypatch.setattr(precision, "native_bfloat16", lambda: False)
     assert SteeringSettings(dtype="auto") == SteeringSettings(dtype="float32")
+    assert SteeringSettings(dtype="auto", device_map="auto").dtype == "bfloat16"  # the model is placed on GPUs
+    assert SteeringSettings(dtype="auto", device_map="").dtype == "float32"

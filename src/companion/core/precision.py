@@ -6,8 +6,8 @@ than float32 (benchmarks/bench_precision.py); on a CPU without them it is slower
 parameter. Scoring the pairs stays in float32 (companion.rewards.scoring says why).
 
 The default of both papers' parameters (`dtype` for paper A, `precision` for paper B) is "auto": bfloat16 where it is
-native (a GPU, or a CPU with AVX512-BF16 or AMX), float32 elsewhere. The runner resolves it before anything runs,
-so a results file records the precision its numbers were computed in.
+native (a model placed on GPUs by a device_map, or a CPU with AVX512-BF16 or AMX), float32 elsewhere. The runner
+resolves it before anything runs, so a results file records the precision its numbers were computed in.
 """
 
 from __future__ import annotations
@@ -60,8 +60,6 @@ def native_bfloat16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool | None:
 
 def gpu_available() -> bool:
     """Whether torch sees a GPU here, asked in a child process: the runner, which asks, never loads torch itself."""
-    if "torch" in sys.modules:  # a notebook, which holds torch already
-        return bool(sys.modules["torch"].cuda.is_available())
     try:
         found = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.is_available())"],
                                capture_output=True, text=True, timeout=300)
@@ -70,20 +68,22 @@ def gpu_available() -> bool:
     return found.stdout.strip() == "True"
 
 
-def auto_choice() -> str:
-    """What "auto" is on this machine: bfloat16 on a GPU or a CPU with AVX512-BF16 or AMX, float32 elsewhere."""
-    return "bfloat16" if native_bfloat16() or gpu_available() else "float32"
+def auto_choice(gpu: bool = False) -> str:
+    """What "auto" is: bfloat16 for a model placed on GPUs (gpu: its device_map is set) or on a CPU with AVX512-BF16
+    or AMX, float32 on any other CPU. A GPU in the machine does not count when the model runs on the CPU."""
+    return "bfloat16" if gpu or native_bfloat16() else "float32"
 
 
-def resolve(value: str, choice: str | None = None) -> str:
-    """A dtype or precision with "auto" replaced by choice (default: auto_choice()); any other value as given."""
-    return (choice or auto_choice()) if value == AUTO else value
+def resolve(value: str, gpu: bool = False) -> str:
+    """A dtype or precision with "auto" replaced by auto_choice(gpu); any other value as given."""
+    return auto_choice(gpu) if value == AUTO else value
 
 
 def auto_note(choice: str) -> str:
-    """The line the runner prints when "auto" became choice."""
-    why = "native on this machine" if choice == "bfloat16" else "no GPU, and a CPU without AVX512-BF16 or AMX"
-    return f"companion: dtype and precision 'auto' run in {choice} here ({why}); set them to float32 or bfloat16 to choose"
+    """The line the runner prints when "auto" became choice on this machine's CPU."""
+    why = "this CPU has AVX512-BF16 or AMX" if choice == "bfloat16" else "this CPU has neither AVX512-BF16 nor AMX"
+    return (f"companion: dtype and precision 'auto' run in {choice} here ({why}; bfloat16 where a device_map places the "
+            "model on GPUs); set them to float32 or bfloat16 to choose")
 
 
 def slow_bfloat16_note(asked: bool) -> str | None:

@@ -10,6 +10,7 @@ from typing import Any
 import nbformat
 import yaml
 
+from companion.core.precision import PARAMETERS
 from companion.core.style import FIGURE_KEY
 from companion.publish.results import to_jsonable
 
@@ -42,12 +43,14 @@ def run_note(notebook: nbformat.NotebookNode, profile: str) -> str:
     relative = source.relative_to(root) if source.is_relative_to(root) else Path("notebooks") / source.name
     name = source.stem
     command = ["papermill", str(relative), f"{name}.ipynb", "-k", "companion"] + papermill_options(papermill["parameters"])
+    # the precision this page ran at, which "auto" might not choose on the reader's machine
+    pinned = "".join(f" --set {key}={papermill['parameters'][key]}" for key in PARAMETERS if key in papermill["parameters"])
     return (
         ":::{admonition} Run this page\n:class: dropdown tip\n\n"
         f"From the repository root, after `make setup` (or the conda environment, see the README), re-run this page "
         f"with the parameters it ran with here (profile `{profile}`); the results land in "
         f"`book/_generated/results/{name}.json`:\n\n"
-        f"```bash\n.venv/bin/companion run --only {name} --profile {profile}\n```\n\n"
+        f"```bash\n.venv/bin/companion run --only {name} --profile {profile}{pinned}\n```\n\n"
         f"Or open `{relative}` in JupyterLab (`make lab`, kernel *Python (companion)*), or run it with papermill "
         f"(`COMPANION_RESULTS=FILE.json` before the command also writes its metrics to `FILE.json`):\n\n"
         f"```bash\n{shlex.join(command)}\n```\n:::"

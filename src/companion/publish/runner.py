@@ -170,15 +170,20 @@ def share_threads(task: Task, jobs: int, where_from: Callable[[str, str], str]) 
 
 
 def resolve_auto(tasks: list[Task]) -> tuple[list[Task], str | None]:
-    """Tasks with each "auto" dtype or precision replaced by this machine's choice, and that choice (None: none was auto).
+    """Tasks with each "auto" dtype or precision replaced by its choice (precision.auto_choice: a task with a device_map
+    runs on GPUs), and the CPU's choice when some task left there had "auto" (None otherwise), for the note.
 
     Resolved before the up-to-date hashes, so a results file and the cache record the precision actually used.
     """
-    if not any(t.params.get(name) == precision.AUTO for t in tasks for name in precision.PARAMETERS):
-        return tasks, None
-    choice = precision.auto_choice()
-    return [replace(t, params={name: precision.resolve(value, choice) if name in precision.PARAMETERS else value
-                               for name, value in t.params.items()}) for t in tasks], choice
+    def resolved(task: Task) -> Task:
+        """The task with its "auto" values chosen."""
+        gpu = bool(task.params.get("device_map"))
+        return replace(task, params={name: precision.resolve(value, gpu) if name in precision.PARAMETERS else value
+                                     for name, value in task.params.items()})
+
+    on_cpu = any(not t.params.get("device_map") and t.params.get(name) == precision.AUTO
+                 for t in tasks for name in precision.PARAMETERS)
+    return [resolved(t) for t in tasks], precision.auto_choice() if on_cpu else None
 
 
 def run(project: Project, profile: str = "default", only: str | None = None, sets: list[str] | None = None,
@@ -198,7 +203,12 @@ def run(project: Project, profile: str = "default", only: str | None = None, set
     after, needs = schedule.prerequisites(settings, names), schedule.resources(settings, names)
     hints = schedule.minutes(settings, names)  # the profile's figures, for notebooks with no recorded run yet
     set_values = profiles.parse_sets(sets or [])
-    tasks, auto = resolve_auto(sweep.plan(notebooks, selected, settings, set_values, sweep.parse_sweeps(sweeps or []), profile))
+    grid = sweep.parse_sweeps(sweeps or [])
+    for name in precision.PARAMETERS:  # a grid point's name would mean another precision on another machine
+        if precision.AUTO in grid.get(name, []):
+            raise UserError(f"--sweep {name}: 'auto' is bfloat16 or float32 depending on the machine; sweep the "
+                            f"precisions by name, e.g. --sweep {name}=[float32,bfloat16]")
+    tasks, auto = resolve_auto(sweep.plan(notebooks, selected, settings, set_values, grid, profile))
     outcomes, todo = [], []
     for task in tasks:
         task = replace(task, digest=input_hash(project, task.notebook, task.params))
@@ -215,16 +225,18 @@ def run(project: Project, profile: str = "default", only: str | None = None, set
 
     for task in todo:  # every grid point's own parameters, before anything is written
         preflight.check([task.notebook], {task.notebook.name: prepare(task, False).params}, where_from)
+    auto_note = precision.auto_note(auto) if auto and todo else None
     if dry_run:
+        if auto_note:
+            print(auto_note, file=sys.stderr, flush=True)
         return sorted(outcomes + [Outcome(task.output, "would run", 0.0) for task in todo], key=lambda o: o.name)
     todo = schedule.longest_chain_first(todo, after, {t.output: t.expected if t.expected is not None else
                                                       60 * hints.get(t.name, 0.0) for t in todo})
-    notes = [precision.auto_note(auto) if auto and todo else None,
-             precision.slow_bfloat16_note(any("bfloat16" in (t.params.get("dtype"), t.params.get("precision")) for t in todo))]
-    for note in filter(None, notes):
-        print(note, file=sys.stderr, flush=True)
     if todo:
-        where = executors.executor(executor, execute, project, profile, jobs, needs, address)
+        where = executors.executor(executor, execute, project, profile, jobs, needs, address)  # may refuse: before any note
+        asked = any("bfloat16" in (t.params.get("dtype"), t.params.get("precision")) for t in todo)
+        for note in filter(None, [auto_note, precision.slow_bfloat16_note(asked)]):
+            print(note, file=sys.stderr, flush=True)
         report = RunProgress({t.output: t.expected for t in todo}, len(outcomes), where.parallel)
         try:
             # notebooks follow their share unless a user set some notebook's threads (those without threads don't care)

@@ -46,7 +46,7 @@ class SteeringSettings:
     n_boot: int = 1000
     batch_size: int = 32
     threads: int = 2  # torch CPU threads
-    dtype: DType | Literal["auto"] = "float32"  # torch dtype of the weights; "auto": bfloat16 where native (precision)
+    dtype: DType | Literal["auto"] = "float32"  # torch dtype of the weights; "auto": bfloat16 where native (core.precision)
     device_map: str | None = None  # None: CPU; "auto" places a hub model on the available GPUs
 
     def __post_init__(self) -> None:
@@ -54,7 +54,7 @@ class SteeringSettings:
         object.__setattr__(self, "languages", tuple(self.languages))
         for name in ("parallel_path", "units", "device_map"):  # "" (a notebook parameter's empty value) means None
             object.__setattr__(self, name, getattr(self, name) or None)
-        object.__setattr__(self, "dtype", precision.resolve(self.dtype))  # the cache keys name the dtype used
+        object.__setattr__(self, "dtype", precision.resolve(self.dtype, gpu=self.device_map is not None))  # as run, for cache keys
         for name, choices in CHOICES.items():
             if getattr(self, name) not in choices:
                 raise UserError(f"{name}={getattr(self, name)!r} is not a valid choice; use one of {', '.join(map(repr, choices))}")
