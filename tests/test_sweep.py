@@ -236,3 +236,59 @@ def test_a_kernel_that_never_started_is_started_again(tmp_path: Path, monkeypatc
     outcome = {o.name: o for o in run(project, "smoke", only="beta")}["beta"]
     assert (len(calls), outcome.status) == (runs, status)
     assert ("starting it again" in capsys.readouterr().err) == error.startswith("Kernel")
+
+
+VARIANTS = """notebooks:
+  alpha: {x: 2}
+variants:
+  two: {}
+  three: {all: {x: 3}}
+  nine: {all: {x: 9}, notebooks: {alpha: {tag: b}, beta: {z: 9}}}
+"""
+
+
+def test_variants_are_named_rows_of_settings_run_alone_or_side_by_side(tmp_path: Path) -> None:
+    project = toy_project(tmp_path, VARIANTS)
+    merged = profiles.load_profile(project.profiles, "smoke")
+    notebooks = profiles.discover(project.notebooks)
+    resolved = profiles.resolve(notebooks, notebooks, merged, {"variant": "nine", "z": 4}, "smoke")
+    assert resolved["alpha"] == {"x": 9, "seed": 0, "tag": "b"}, "the variant goes over the profile's notebook values"
+    assert resolved["beta"] == {"z": 4}, "--set goes over the variant"
+    where = profiles.origin(merged, {"z": 4}, "smoke", {"variant": "nine"})
+    assert [where("alpha", key) for key in ("x", "seed")] == ["from variant 'nine' of profile 'smoke'", "the notebook's default"]
+    assert where("beta", "z") == "from --set" and profiles.origin(merged, {}, "smoke", {"x": 1})("alpha", "x") == "from --sweep"
+    outcomes = run(project, "smoke", only="alpha", sweeps=["variant=[two,three,nine]"])
+    assert _statuses(outcomes) == {"alpha/variant=two": "ran", "alpha/variant=three": "ran", "alpha/variant=nine": "ran"}
+    point = json.loads((project.results / "alpha" / "variant=nine.json").read_text())
+    assert point["point"] == {"variant": "nine"} and point["metrics"]["y"] == 18 and point["parameters"]["tag"] == "b"
+    assert json.loads((project.results / "alpha" / "variant=two.json").read_text())["metrics"]["y"] == 4, \
+        "an empty variant is the profile as written, and still a point of its own"
+    assert _statuses(run(project, "smoke", sweeps=["variant=[two,three]"])) == {
+        "alpha/variant=two": "skipped", "alpha/variant=three": "skipped", "beta": "ran"}, "no swept variant sets beta"
+    assert _statuses(run(project, "smoke", sets=["variant=three"])) == {"alpha": "ran", "beta": "skipped"}
+    assert json.loads((project.results / "alpha.json").read_text())["metrics"]["y"] == 6
+
+
+@pytest.mark.parametrize(("profile", "argv", "message"), [
+    (VARIANTS, ["--set", "variant=nien"], "variant=nien: profile 'smoke' has no variant 'nien' (did you mean 'nine'?); "
+                                          "its variants: two, three, nine"),
+    ("description: toy\n", ["--sweep", "variant=[a,b]"], "variant=a: profile 'smoke' declares no variants"),
+    (VARIANTS, ["--set", "variant=two", "--sweep", "variant=[two]"], "'variant' is both --set and --sweep"),
+    ("variants:\n  big: {all: {xx: 1}}\n", [], "profile 'smoke' variant 'big' (all): notebooks alpha, beta have no "
+                                               "parameter 'xx' (did you mean 'x'?)"),
+    ("variants:\n  big: {notebooks: {gamma: {x: 1}}}\n", [], "profile 'smoke' variant 'big' names notebook 'gamma'"),
+    ("variants:\n  big: {notebooks: {beta: {x: 1}}}\n", [], "profile 'smoke' variant 'big': notebook beta has no parameter 'x'"),
+    ("variants:\n  big: {x: 1}\n", [], "variants.big must be a mapping like {all: "),
+    ("variants:\n  big: [x]\n", [], "variants.big must be a mapping like {all: "),
+    ("variants:\n  big: {notebooks: {beta: 3}}\n", [], "variants.big must be a mapping like {all: "),
+    ("variants: [big]\n", [], "'variants' must be a mapping"),
+    ("variants:\n  big: {all: {x: many}}\n", ["--sweep", "variant=[big]", "--dry-run"],
+     "alpha: x='many' (from variant 'big' of profile 'smoke') is not int"),
+])
+def test_variant_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture, profile: str, argv: list[str],
+                                     message: str) -> None:
+    project = toy_project(tmp_path, profile)
+    assert cli.main(["--root", str(project.root), "run", "--profile", "smoke", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+    assert not project.generated.exists(), "nothing is written on a user error"

@@ -14,7 +14,8 @@ import yaml
 
 from companion.core.errors import UserError, closest
 
-PROFILE_KEYS = ("description", "all", "notebooks", "after", "resources", "minutes")
+PROFILE_KEYS = ("description", "all", "notebooks", "after", "resources", "minutes", "variants")
+VARIANT = "variant"  # --set variant=NAME or --sweep variant=[A,B]: one of the profile's named rows of settings
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,19 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     for name, values in (content.get("notebooks") or {}).items():
         if not isinstance(values or {}, dict):
             raise UserError(f"profile file {path}: notebooks.{name} must be a mapping of parameter: value")
+    for name, row in (content.get("variants") or {}).items():
+        _check_variant(path, str(name), row)
     return content
+
+
+def _check_variant(path: Path, name: str, row: Any) -> None:
+    """A variant is a mapping with 'all' (parameter: value) and 'notebooks' (notebook: {parameter: value}), both optional."""
+    row = {} if row is None else row
+    if (not isinstance(row, dict) or any(key not in ("all", "notebooks") for key in row)
+            or not all(isinstance(row.get(key) or {}, dict) for key in ("all", "notebooks"))
+            or not all(isinstance(values or {}, dict) for values in (row.get("notebooks") or {}).values())):
+        raise UserError(f"profile file {path}: variants.{name} must be a mapping like "
+                        "{all: {model_name: ...}, notebooks: {NAME: {parameter: value}}}")
 
 
 def profile_files(profiles_dir: Path, profile: str) -> list[Path]:
@@ -141,14 +154,19 @@ def profile_files(profiles_dir: Path, profile: str) -> list[Path]:
 
 
 def load_profile(profiles_dir: Path, profile: str) -> dict[str, Any]:
-    """Merge a profile's files into {'all': {...}, 'notebooks': {name: {...}}}."""
-    merged: dict[str, Any] = {"all": {}, "notebooks": {}, "after": {}, "resources": {}, "minutes": {}}
+    """Merge a profile's files into {'all': {...}, 'notebooks': {name: {...}}, 'variants': {name: {...}}, ...}."""
+    merged: dict[str, Any] = {"all": {}, "notebooks": {}, "after": {}, "resources": {}, "minutes": {}, "variants": {}}
     for path in profile_files(profiles_dir, profile):
         content = _read_yaml(path)
         for key in ("all", "after", "resources", "minutes"):
             merged[key].update(content.get(key) or {})
         for name, values in (content.get("notebooks") or {}).items():
             merged["notebooks"].setdefault(name, {}).update(values or {})
+        for name, row in (content.get("variants") or {}).items():  # a variant may span the files, like the profile
+            merged_row = merged["variants"].setdefault(str(name), {"all": {}, "notebooks": {}})
+            merged_row["all"].update((row or {}).get("all") or {})
+            for notebook, values in ((row or {}).get("notebooks") or {}).items():
+                merged_row["notebooks"].setdefault(notebook, {}).update(values or {})
     return merged
 
 
@@ -179,45 +197,87 @@ def _unknown_key(notebooks: list[Notebook], key: str, source: str) -> UserError:
     )
 
 
-def resolve(notebooks: list[Notebook], selected: list[Notebook], profile: dict[str, Any],
-            sets: dict[str, Any], profile_name: str) -> dict[str, dict[str, Any]]:
-    """Resolved parameters of each selected notebook: defaults < profile 'all' < profile notebook < --set.
+def variant(profile: dict[str, Any], name: Any, profile_name: str) -> dict[str, Any]:
+    """The profile's variant NAME ({'all': ..., 'notebooks': ...}); an error naming the variants when it has no such one."""
+    variants = profile.get("variants") or {}
+    if str(name) in variants:
+        return variants[str(name)]
+    if not variants:
+        raise UserError(f"{VARIANT}={name}: profile '{profile_name}' declares no variants; name rows of settings under "
+                        "'variants:' in its file (see notebooks/profiles/paper_a.paper.yaml)")
+    hint = closest(str(name), sorted(variants))
+    raise UserError(f"{VARIANT}={name}: profile '{profile_name}' has no variant '{name}'"
+                    + (f" (did you mean '{hint}'?)" if hint else "") + f"; its variants: {', '.join(variants)}")
 
-    Every profile key and --set key is checked against the notebooks' parameters cells first: a profile's
-    'all' key must be declared by some notebook of the project (it then goes only to those that declare it),
-    a --set key by some selected notebook.
-    """
-    by_name = {nb.name: nb for nb in notebooks}
-    for name, values in profile["notebooks"].items():
+
+def touches(profile: dict[str, Any], name: Any, notebook: Notebook) -> bool:
+    """Whether the profile's variant NAME sets some parameter of the notebook."""
+    row = profile.get("variants", {}).get(str(name), {})
+    own = row.get("notebooks", {}).get(notebook.name, {})
+    return bool(own) or any(key in notebook.defaults for key in row.get("all", {}))
+
+
+def _check_keys(by_name: dict[str, Notebook], shared: dict[str, Any], per_notebook: dict[str, dict[str, Any]],
+                source: str) -> None:
+    """Every notebook named exists and declares its keys; every shared key is declared by some notebook."""
+    for name, values in per_notebook.items():
         if name not in by_name:
             hint = closest(name, sorted(by_name))
-            raise UserError(
-                f"profile '{profile_name}' names notebook '{name}', which does not exist"
-                + (f" (did you mean '{hint}'?)" if hint else "")
-            )
+            raise UserError(f"{source} names notebook '{name}', which does not exist"
+                            + (f" (did you mean '{hint}'?)" if hint else ""))
         for key in values:
             if key not in by_name[name].defaults:
-                raise _unknown_key([by_name[name]], key, f"profile '{profile_name}'")
-    for source, keys, scope in ((f"profile '{profile_name}' (all)", profile["all"], notebooks), ("--set", sets, selected)):
-        for key in keys:
-            if not any(key in nb.defaults for nb in scope):
-                raise _unknown_key(scope, key, source)
+                raise _unknown_key([by_name[name]], key, source)
+    for key in shared:
+        if not any(key in nb.defaults for nb in by_name.values()):
+            raise _unknown_key(list(by_name.values()), key, f"{source} (all)")
+
+
+def resolve(notebooks: list[Notebook], selected: list[Notebook], profile: dict[str, Any],
+            sets: dict[str, Any], profile_name: str) -> dict[str, dict[str, Any]]:
+    """Resolved parameters of each selected notebook: defaults < profile 'all' < profile notebook < the variant's
+    'all' < the variant's notebook < --set (`variant` in sets names one of the profile's variants).
+
+    Every profile and variant key and every --set key is checked against the notebooks' parameters cells first: an
+    'all' key must be declared by some notebook of the project (it then goes only to those that declare it), a --set
+    key by some selected notebook.
+    """
+    by_name = {nb.name: nb for nb in notebooks}
+    _check_keys(by_name, profile["all"], profile["notebooks"], f"profile '{profile_name}'")
+    for name, row in profile.get("variants", {}).items():
+        _check_keys(by_name, row["all"], row["notebooks"], f"profile '{profile_name}' variant '{name}'")
+    row = variant(profile, sets[VARIANT], profile_name) if VARIANT in sets else {"all": {}, "notebooks": {}}
+    sets = {key: value for key, value in sets.items() if key != VARIANT}
+    for key in sets:
+        if not any(key in nb.defaults for nb in selected):
+            raise _unknown_key(selected, key, "--set")
     resolved = {}
     for nb in selected:
         params = dict(nb.defaults)
-        params.update({k: v for k, v in profile["all"].items() if k in nb.defaults})
-        params.update(profile["notebooks"].get(nb.name, {}))
+        for shared, per_notebook in ((profile["all"], profile["notebooks"]), (row["all"], row["notebooks"])):
+            params.update({k: v for k, v in shared.items() if k in nb.defaults})
+            params.update(per_notebook.get(nb.name, {}))
         params.update({k: v for k, v in sets.items() if k in nb.defaults})
         resolved[nb.name] = params
     return resolved
 
 
-def origin(profile: dict[str, Any], sets: dict[str, Any], profile_name: str) -> Callable[[str, str], str]:
-    """A function telling where a notebook's resolved parameter came from: --set, the profile, or its default."""
+def origin(profile: dict[str, Any], sets: dict[str, Any], profile_name: str,
+           point: dict[str, Any] | None = None) -> Callable[[str, str], str]:
+    """A function telling where a notebook's resolved parameter came from: --set, --sweep, a variant, the profile, or
+    its default (point: the grid point's values)."""
+    point = point or {}
+    chosen = {**sets, **point}.get(VARIANT)
+    row = profile.get("variants", {}).get(str(chosen), {}) if chosen is not None else {}
+
     def where(notebook: str, key: str) -> str:
-        """'from --set', "from profile 'NAME'" or "the notebook's default"."""
+        """'from --set', 'from --sweep', "from variant 'V' of profile 'NAME'", "from profile 'NAME'" or "the notebook's default"."""
         if key in sets:
             return "from --set"
+        if key in point:
+            return "from --sweep"
+        if key in row.get("notebooks", {}).get(notebook, {}) or key in row.get("all", {}):
+            return f"from variant '{chosen}' of profile '{profile_name}'"
         if key in profile["notebooks"].get(notebook, {}) or key in profile["all"]:
             return f"from profile '{profile_name}'"
         return "the notebook's default"

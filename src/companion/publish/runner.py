@@ -216,15 +216,18 @@ def run(project: Project, profile: str = "default", only: str | None = None, set
             outcomes.append(Outcome(task.output, "skipped", 0.0, "up to date"))
         else:
             todo.append(replace(task, expected=last_seconds(project.results, task.output, task.name)))
-    where_from = profiles.origin(settings, set_values, profile)
     shared = executor == "local" and jobs > 1
+
+    def where_from(task: Task) -> Callable[[str, str], str]:
+        """Where each of the task's parameters came from (--set, its grid point, a variant, the profile, a default)."""
+        return profiles.origin(settings, set_values, profile, task.point)
 
     def prepare(task: Task, alone: bool) -> Task:
         """The task as submitted: its share of the cores, or all of them when it runs alone."""
-        return share_threads(task, 1 if alone else jobs, where_from) if shared else task
+        return share_threads(task, 1 if alone else jobs, where_from(task)) if shared else task
 
     for task in todo:  # every grid point's own parameters, before anything is written
-        preflight.check([task.notebook], {task.notebook.name: prepare(task, False).params}, where_from)
+        preflight.check([task.notebook], {task.notebook.name: prepare(task, False).params}, where_from(task))
     auto_note = precision.auto_note(auto) if auto and todo else None
     if dry_run:
         if auto_note:
@@ -240,7 +243,7 @@ def run(project: Project, profile: str = "default", only: str | None = None, set
         report = RunProgress({t.output: t.expected for t in todo}, len(outcomes), where.parallel)
         try:
             # notebooks follow their share unless a user set some notebook's threads (those without threads don't care)
-            follows = shared and all(shares_default(t, where_from) for t in todo if "threads" in t.params)
+            follows = shared and all(shares_default(t, where_from(t)) for t in todo if "threads" in t.params)
             with following_shares(follows, max((t.params.get("threads", 1) for t in todo), default=1)) as on_running:
                 outcomes += schedule.run_tasks(todo, after, where, report, prepare, on_running)
         finally:

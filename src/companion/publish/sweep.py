@@ -64,15 +64,19 @@ def label(point: dict[str, Any]) -> str:
 
 def plan(notebooks: list[profiles.Notebook], selected: list[profiles.Notebook], profile: dict[str, Any],
          sets: dict[str, Any], sweeps: dict[str, list[Any]], profile_name: str) -> list[Task]:
-    """One task per selected notebook and grid point of the sweep keys it declares (a notebook without them runs once)."""
+    """One task per selected notebook and grid point of the sweep keys it declares, or of `variant` when a swept variant
+    sets one of its parameters (a notebook without them runs once)."""
     clash = sorted(set(sets) & set(sweeps))
     if clash:
         raise UserError(f"'{clash[0]}' is both --set and --sweep; keep one (a sweep over one value is --set)")
+    # a swept variant is a grid dimension of every notebook that some swept variant sets a parameter of
+    varied = {nb.name for nb in selected for name in sweeps.get(profiles.VARIANT, []) if profiles.touches(profile, name, nb)}
     tasks: dict[str, Task] = {}
     for point in grid(sweeps):
         resolved = profiles.resolve(notebooks, selected, profile, {**sets, **point}, profile_name)
         for nb in selected:
-            own = {key: value for key, value in point.items() if key in nb.defaults}
+            own = {key: value for key, value in point.items() if key in nb.defaults
+                   or (key == profiles.VARIANT and nb.name in varied)}
             output = f"{nb.name}/{label(own)}" if own else nb.name
             previous = tasks.get(output)
             if previous is not None and previous.point != own:
