@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy.stats import norm
 
-Z95 = 1.959964
+Z95 = float(norm.ppf(0.975))  # the two-sided 95% normal quantile, 1.96 (as stats.wilson_interval computes it)
 ASSUMED_DISAGREEMENT = 0.3  # the share of pairs the two models rank differently, assumed on the data page to size the sets
 TARGET_HALF_WIDTH = 0.03  # the 95% half-width of the mean OOD gap the default test sets are sized for (dpo_1, "How many pairs")
 
