@@ -19,10 +19,14 @@ def test_autocast_runs_matrix_products_in_bfloat16_only_when_asked():
 
 
 @pytest.mark.parametrize("gpu", [False, True])
-def test_trainer_flags_ask_for_bf16_mixed_precision_only_for_bfloat16(monkeypatch, gpu):
+def test_trainer_flags_ask_for_bf16_mixed_precision_only_for_bfloat16_and_train_where_the_model_is(monkeypatch, gpu):
+    """A model on the CPU trains there even where torch sees a GPU ("auto" chose its precision for the CPU); a model
+    placed elsewhere (here the meta device stands in for a GPU) is not moved to the CPU."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu)
-    assert precision.trainer_flags("bfloat16") == {"bf16": True, "use_cpu": not gpu}
-    assert precision.trainer_flags("float32") == {"bf16": False, "use_cpu": not gpu}
+    on_cpu, elsewhere = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2, device="meta")
+    assert precision.trainer_flags("bfloat16", on_cpu) == {"bf16": True, "use_cpu": True}
+    assert precision.trainer_flags("float32", on_cpu) == {"bf16": False, "use_cpu": True}
+    assert precision.trainer_flags("float32", elsewhere) == {"bf16": False, "use_cpu": False}
 
 
 def test_unknown_precision_is_one_clear_line():

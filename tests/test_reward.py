@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
@@ -491,6 +492,40 @@ def test_sft_start_is_a_cached_model_folder_both_trainers_load(tiny_folder, tmp_
     assert training.load_reward_backbone(folder).config.num_labels == 1
 
 
+def test_device_map_places_every_model_paper_b_samples_from_or_fine_tunes(tiny_folder, tmp_path, monkeypatch):
+    """device_map reaches the common start (trained where it is loaded), the set generators and the round's policy
+    samples, and samples drawn elsewhere are another cache entry; "cpu" runs the device_map path here."""
+    from dataclasses import replace
+
+    from companion.rewards import iterative, sampling, sentiment_sets, sft
+
+    monkeypatch.setenv("COMPANION_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(sft, "sft_texts", lambda n, seed: ["the cat sat on the mat", "a good film, I loved it"] * n)
+    placed, real = [], sampling.load_causal_lm
+
+    def spy(name, device_map=None):
+        placed.append(device_map)
+        return real(name, device_map=device_map)
+
+    monkeypatch.setattr(sampling, "load_causal_lm", spy)
+    monkeypatch.setattr(sft, "load_causal_lm", spy)
+    start = sft.sft_backbone(replace(sft.start_settings(str(tiny_folder), 1, 16, "float32", False, device_map="cpu"),
+                                     batch_size=2, lora_r=4))
+    texts = sampling.sample_continuations(sampling.SampleSettings(model=start, max_new_tokens=3, device_map="cpu"),
+                                          ["the cat", "a good film,"])
+    assert placed == ["cpu", "cpu"] and [len(t) for t in texts] == [2, 2]
+    assert (sampling.samples_key(sampling.SampleSettings(device_map="auto"), ["x"])
+            != sampling.samples_key(sampling.SampleSettings(), ["x"]))
+    asked = []
+    monkeypatch.setattr(sentiment_sets, "sample_continuations", lambda s, prompts: asked.append(s) or [["a", "b"]] * len(prompts))
+    monkeypatch.setattr(iterative, "sample_continuations", lambda s, prompts: asked.append(s) or [["a", "b"]] * len(prompts))
+    rows = pd.DataFrame({"text": ["one two three four five six seven eight nine ten eleven twelve"]})
+    sentiment_sets._endings(sentiment_sets.SPECS["gemma-responses"], rows,
+                            BuildSettings(prompt_words=2, human_words=2, device_map="auto"), seed=0)
+    iterative._samples(start, ["a prompt"], iterative.RoundSettings(), replace(SETTINGS, device_map="auto"))
+    assert [s.device_map for s in asked] == ["auto", "auto"]
+
+
 def test_round_prompts_are_fresh_openings_not_training_ones() -> None:
     """The round's prompts skip every opening a training pair used (normalised), and keep alternating targets."""
     from companion.rewards.iterative import RoundSettings, round_prompts
@@ -511,9 +546,10 @@ def test_round_prompts_are_fresh_openings_not_training_ones() -> None:
 def test_bfloat16_training_asks_trl_for_mixed_precision_and_is_cached_apart(tmp_path):
     from dataclasses import replace
 
-    mixed = replace(SETTINGS, precision="bfloat16")
-    assert training.dpo_config(mixed, tmp_path).bf16 and training.reward_config(mixed, tmp_path).bf16
-    assert not training.dpo_config(SETTINGS, tmp_path).bf16 and not training.reward_config(SETTINGS, tmp_path).bf16
+    mixed, model = replace(SETTINGS, precision="bfloat16"), tiny_causal_lm("llama")
+    assert training.dpo_config(mixed, tmp_path, model).bf16 and training.reward_config(mixed, tmp_path, model).bf16
+    assert not training.dpo_config(SETTINGS, tmp_path, model).bf16
+    assert not training.reward_config(SETTINGS, tmp_path, model).bf16
     for kind in ("dpo", "rm"):
         assert training.model_key(mixed, PAIRS, kind) != training.model_key(SETTINGS, PAIRS, kind)
 

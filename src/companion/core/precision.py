@@ -42,11 +42,11 @@ def autocast(precision: str, device: torch.device | str = "cpu") -> torch.autoca
                           enabled=check(precision) == "bfloat16")
 
 
-def trainer_flags(precision: str) -> dict[str, bool]:
-    """TrainingArguments for this precision: bf16 mixed precision when asked, on a GPU or on the CPU."""
-    import torch
-
-    return {"bf16": check(precision) == "bfloat16", "use_cpu": not torch.cuda.is_available()}
+def trainer_flags(precision: str, model: torch.nn.Module) -> dict[str, bool]:
+    """TrainingArguments for this precision and model: bf16 mixed precision when asked, and training where the model
+    was placed (a model loaded without a device_map stays on the CPU even where a GPU is present, as "auto" assumed)."""
+    return {"bf16": check(precision) == "bfloat16",
+            "use_cpu": all(p.device.type == "cpu" for p in model.parameters())}
 
 
 def native_bfloat16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool | None:

@@ -78,10 +78,10 @@ def round_prompts(n: int, r: RoundSettings, test: bool, used: frozenset[str] = f
     return [prompt_text(o, t) for o, t in zip(openings, targets)], np.array([1.0 if t == "positive" else -1.0 for t in targets])
 
 
-def _samples(folder: str, prompts: list[str], r: RoundSettings, precision: str) -> list[list[str]]:
-    """Two sampled endings of each prompt from a merged policy folder."""
+def _samples(folder: str, prompts: list[str], r: RoundSettings, s: TrainSettings) -> list[list[str]]:
+    """Two sampled endings of each prompt from a merged policy folder, at the training's precision and placement."""
     return sample_continuations(SampleSettings(model=folder, max_new_tokens=r.max_new_tokens, seed=r.seed,
-                                               precision=precision), prompts)
+                                               precision=s.precision, device_map=s.device_map), prompts)
 
 
 def aligned_gold(gold: GoldLabeller, samples: list[list[str]], signs: np.ndarray) -> np.ndarray:
@@ -120,7 +120,7 @@ def iterative_round(s: TrainSettings, fit_pairs: list[Pair], gold: GoldLabeller,
     """Agreement of DPORM and EXRM with gold on fresh policy samples, and the gold reward of each next policy."""
     used = frozenset(normalise(p.get("opening") or p["prompt"].split("Review: ", 1)[-1]) for p in fit_pairs)
     prompts, signs = round_prompts(r.n_prompts, r, test=False, used=used)
-    samples = _samples(merged_policy(s, fit_pairs), prompts, r, s.precision)
+    samples = _samples(merged_policy(s, fit_pairs), prompts, r, s)
     keep = [i for i, (a, b) in enumerate(samples) if normalise(a) != normalise(b)]
     pairs = [{"prompt": prompts[i], "chosen": " " + samples[i][0], "rejected": " " + samples[i][1]} for i in keep]
     gold_margin = gold.reward([p["chosen"] for p in pairs]) - gold.reward([p["rejected"] for p in pairs])
@@ -133,7 +133,7 @@ def iterative_round(s: TrainSettings, fit_pairs: list[Pair], gold: GoldLabeller,
     policies = {"policy": merged_policy(s, fit_pairs),
                 **{f"next ({name.upper()} labels)": merged_policy(following, relabelled(fit_pairs, pairs, firsts[name]))
                    for name in ("dporm", "exrm")}}
-    reward = {name: aligned_gold(gold, _samples(folder, eval_prompts, r, s.precision), eval_signs)
+    reward = {name: aligned_gold(gold, _samples(folder, eval_prompts, r, s), eval_signs)
               for name, folder in policies.items()}
     n_clear = len(next(iter(agree.values()), []))
     groups = {"gold": tuple(v[None] for v in reward.values())}

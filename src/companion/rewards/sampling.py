@@ -21,7 +21,8 @@ from companion.core.precision import autocast
 
 @dataclass(frozen=True)
 class SampleSettings:
-    """How continuations are drawn: generator, count per prompt, length, temperature, seed and batch size."""
+    """How continuations are drawn: generator, count per prompt, length, temperature, seed, batch size, precision and
+    placement."""
 
     model: str = "smollm2-135m"
     per_prompt: int = 2
@@ -32,6 +33,7 @@ class SampleSettings:
     batch_size: int = 128  # rows sampled at once: on a CPU 1.5x (SmolLM2-135M) to 1.6x (Gemma 3 270M) the tokens per
                            # second of 32 rows (decoding steps are bound by reading the weights, not by arithmetic)
     precision: str = "float32"  # or "bfloat16" (companion.core.precision)
+    device_map: str | None = None  # where the generator runs ("auto": the GPUs present); None: the CPU
 
 
 def clean(text: str) -> str:
@@ -46,17 +48,17 @@ def _fingerprint(texts: list[str]) -> str:
 
 def _generate(s: SampleSettings, prompts: list[str]) -> list[list[str]]:
     """Sample s.per_prompt continuations of every prompt, left-padded batches, new tokens only."""
-    model, tokenizer = load_causal_lm(s.model)
+    model, tokenizer = load_causal_lm(s.model, device_map=s.device_map)
     tokenizer.padding_side = "left"
     flat = [p for p in prompts for _ in range(s.per_prompt)]
     processors = sampling_processors(s.temperature, s.top_p, s.seed)  # one stream of variates for every batch
     out: list[str] = []
     for start in tqdm(range(0, len(flat), s.batch_size), desc=f"sampling {s.model}", leave=False):
         threads.follow()
-        batch = tokenizer(flat[start:start + s.batch_size], return_tensors="pt", padding=True)
-        with autocast(s.precision, next(model.parameters()).device):
+        batch = tokenizer(flat[start:start + s.batch_size], return_tensors="pt", padding=True).to(model.device)
+        with autocast(s.precision, model.device):
             ids = sample(model, batch, s.max_new_tokens, processors, tokenizer.pad_token_id)
-        out += [clean(t) for t in tokenizer.batch_decode(ids[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)]
+        out += [clean(t) for t in tokenizer.batch_decode(ids[:, batch["input_ids"].shape[1]:].cpu(), skip_special_tokens=True)]
     return [out[i:i + s.per_prompt] for i in range(0, len(out), s.per_prompt)]
 
 

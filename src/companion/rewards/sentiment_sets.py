@@ -81,6 +81,7 @@ class BuildSettings:
     sets: tuple[str, ...] = ("in-distribution", "rt-prompts", "gemma-responses", "human-endings", "rt-human", "hot-policy")
     seed: int = 0
     precision: str = "float32"  # how the generators sample (companion.core.precision)
+    device_map: str | None = None  # where they sample ("auto": the GPUs present); None: the CPU
 
     def __post_init__(self) -> None:
         """Unknown set names and empty sizes are a user's error, named in one line."""
@@ -129,7 +130,8 @@ def _endings(spec: SetSpec, rows: pd.DataFrame, s: BuildSettings, seed: int) -> 
     openings = [o for o, _ in split]
     model = s.policy if spec.responses == "policy" else s.other_generator
     samples = sample_continuations(SampleSettings(model=model, max_new_tokens=s.max_new_tokens, temperature=spec.temperature,
-                                                  seed=seed, precision=s.precision), openings)
+                                                  seed=seed, precision=s.precision, device_map=s.device_map),
+                                   openings)
     return openings, [(a, b) for a, b in samples]
 
 

@@ -26,7 +26,8 @@ from companion.rewards.training import progress_on_stderr
 
 @dataclass(frozen=True)
 class SFTSettings:
-    """The fine-tune: backbone, steps (0: none), batch, tokens per text, learning rate, LoRA rank, seed."""
+    """The fine-tune: backbone, steps (0: none), batch, tokens per text, learning rate, LoRA rank, seed, precision and
+    placement."""
 
     model: str = "smollm2-135m"
     steps: int = 32
@@ -36,12 +37,15 @@ class SFTSettings:
     lora_r: int = 16
     seed: int = 0
     precision: str = "float32"  # or "bfloat16" (companion.core.precision)
+    device_map: str | None = None  # where the backbone is loaded and trained ("auto": the GPUs present); None: the CPU
 
 
-def start_settings(model: str, sft_steps: int, max_length: int, precision: str, own_data: bool) -> SFTSettings:
+def start_settings(model: str, sft_steps: int, max_length: int, precision: str, own_data: bool,
+                   device_map: str | None = None) -> SFTSettings:
     """The common start every paper B page asks for: the fine-tune of these settings, or none (the backbone itself)
     on your own preference file or a hub dataset, whose text the IMDB fine-tune would not match."""
-    return SFTSettings(model=model, steps=0 if own_data else sft_steps, max_length=max_length, precision=precision)
+    return SFTSettings(model=model, steps=0 if own_data else sft_steps, max_length=max_length, precision=precision,
+                       device_map=device_map)
 
 
 def sft_texts(n: int, seed: int) -> list[str]:
@@ -54,11 +58,11 @@ def sft_texts(n: int, seed: int) -> list[str]:
 def _fine_tune_into(folder: str, s: SFTSettings) -> None:
     """Fine-tune a LoRA adapter on review text, merge it, save model and tokenizer into folder (all or nothing)."""
     with staged_folder(folder) as staging:
-        model, tokenizer = load_causal_lm(s.model)
+        model, tokenizer = load_causal_lm(s.model, device_map=s.device_map)
         args = SFTConfig(output_dir=str(staging / "run"), max_steps=s.steps, per_device_train_batch_size=s.batch_size,
                          learning_rate=s.learning_rate, seed=s.seed, max_length=s.max_length, packing=False,
                          activation_checkpointing=False, logging_steps=1, save_strategy="no", report_to=[],
-                         **trainer_flags(s.precision), dataloader_num_workers=0)
+                         **trainer_flags(s.precision, model), dataloader_num_workers=0)
         texts = Dataset.from_dict({"text": sft_texts(s.steps * s.batch_size, s.seed)})
         trainer = progress_on_stderr(SFTTrainer(
             model=model, args=args, train_dataset=texts, processing_class=tokenizer,

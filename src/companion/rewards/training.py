@@ -89,27 +89,27 @@ class TrainSettings:
 
 
 
-def _common_args(s: TrainSettings, out_dir: str | Path) -> dict[str, Any]:
-    """TrainingArguments shared by both trainers, so the two models get the same budget."""
+def _common_args(s: TrainSettings, out_dir: str | Path, model: PreTrainedModel) -> dict[str, Any]:
+    """TrainingArguments shared by both trainers, so the two models get the same budget (trained where the model is)."""
     return dict(
         output_dir=str(out_dir), max_steps=s.steps, per_device_train_batch_size=s.batch_size,
         per_device_eval_batch_size=2 * s.batch_size, learning_rate=s.learning_rate, seed=s.seed,
         max_length=s.max_length, activation_checkpointing=False, logging_steps=1, save_strategy="no",
-        report_to=[], **trainer_flags(s.precision), dataloader_num_workers=0, disable_tqdm=False,
+        report_to=[], **trainer_flags(s.precision, model), dataloader_num_workers=0, disable_tqdm=False,
     )
 
 
 
-def dpo_config(s: TrainSettings, out_dir: str | Path) -> DPOConfig:
-    """DPOConfig: no activation checkpointing, reference log-probs computed once before training."""
-    return DPOConfig(**_common_args(s, out_dir), beta=s.beta, precompute_ref_log_probs=True,
+def dpo_config(s: TrainSettings, out_dir: str | Path, model: PreTrainedModel) -> DPOConfig:
+    """DPOConfig for the model: no activation checkpointing, reference log-probs computed once before training."""
+    return DPOConfig(**_common_args(s, out_dir, model), beta=s.beta, precompute_ref_log_probs=True,
                      precompute_ref_batch_size=2 * s.batch_size)
 
 
 
-def reward_config(s: TrainSettings, out_dir: str | Path) -> RewardConfig:
-    """RewardConfig with the same budget as the DPO run."""
-    return RewardConfig(**_common_args(s, out_dir))
+def reward_config(s: TrainSettings, out_dir: str | Path, model: PreTrainedModel) -> RewardConfig:
+    """RewardConfig for the model, with the same budget as the DPO run."""
+    return RewardConfig(**_common_args(s, out_dir, model))
 
 
 
@@ -160,7 +160,7 @@ def dpo_trainer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pair
     Given the reference's cache folder (`reference_folder`), its log-probs are read from there when TRL computed them
     before. On CPU its LM head scores the response tokens only (companion.response_head), as TRL does on GPUs.
     """
-    inputs = dict(model=model, args=dpo_config(s, out_dir), train_dataset=pairs_dataset(pairs),
+    inputs = dict(model=model, args=dpo_config(s, out_dir, model), train_dataset=pairs_dataset(pairs),
                   eval_dataset=pairs_dataset(eval_pairs) if eval_pairs else None, processing_class=tokenizer,
                   peft_config=lora_config(s, TaskType.CAUSAL_LM))
     trainer = (DPOTrainer(**inputs) if reference_cache is None
@@ -184,7 +184,7 @@ def reward_trainer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, p
                    out_dir: str | Path) -> RewardTrainer:
     """A TRL RewardTrainer with a fresh LoRA adapter on the backbone with a scalar head."""
     model.config.pad_token_id = tokenizer.pad_token_id
-    return progress_on_stderr(RewardTrainer(model=model, args=reward_config(s, out_dir), train_dataset=pairs_dataset(pairs),
+    return progress_on_stderr(RewardTrainer(model=model, args=reward_config(s, out_dir, model), train_dataset=pairs_dataset(pairs),
                                             processing_class=tokenizer, peft_config=lora_config(s, TaskType.SEQ_CLS)))
 
 
