@@ -33,6 +33,24 @@ def test_hub_id_offline_is_one_clear_line() -> None:
     assert "not available offline" in message and "gemma-3-270m" in message and "\n" not in message
 
 
+def test_polylm_loads_the_slow_tokenizer_its_readme_asks_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PolyLM ids get legacy=False, use_fast=False (the paper profile's third model); other ids get no options."""
+    folder = _save_tiny(tmp_path / "tiny")
+    asked: dict[str, dict] = {}
+
+    def tokenizer_from(name: str, **options: object) -> object:
+        asked[name] = options
+        return tiny_tokenizer()
+
+    monkeypatch.setattr(models.AutoTokenizer, "from_pretrained", tokenizer_from)
+    monkeypatch.setattr(models.AutoModelForCausalLM, "from_pretrained",
+                        lambda name, **kwargs: tiny_causal_lm("llama"))
+    for name in ("DAMO-NLP-MT/polylm-13b", "bigscience/bloom-7b1", str(folder)):
+        models.load_causal_lm(name)
+    assert asked == {"DAMO-NLP-MT/polylm-13b": {"legacy": False, "use_fast": False}, "bigscience/bloom-7b1": {},
+                     str(folder): {}}
+
+
 def test_unknown_plain_name() -> None:
     with pytest.raises(UserError, match="unknown model 'gemma'.*gemma-3-270m"):
         models.load_causal_lm("gemma")

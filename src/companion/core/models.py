@@ -20,9 +20,14 @@ from companion.core.files import computing, sha256_file, staged_folder
 
 MARKER = "companion-complete.json"
 
+# Tokenizer options a model's own documentation asks for, by hub id prefix. PolyLM's README (github.com/DAMO-NLP-MT/PolyLM,
+# "Usage") loads every PolyLM tokenizer with legacy=False, use_fast=False.
+TOKENIZER_OPTIONS = {"DAMO-NLP-MT/polylm-": {"legacy": False, "use_fast": False}}
 
 
-
+def tokenizer_options(name: str) -> dict[str, bool]:
+    """The options a hub model's documentation loads its tokenizer with (none for most models)."""
+    return next((options for prefix, options in TOKENIZER_OPTIONS.items() if name.startswith(prefix)), {})
 
 
 def _gguf_path(spec: EmbeddedModel, workdir: Path) -> Path:
@@ -38,7 +43,6 @@ def _gguf_path(spec: EmbeddedModel, workdir: Path) -> Path:
         return Path(list(found.submodule_search_locations)[0]) / target
     assemble: Callable[..., Path] = getattr(importlib.import_module(module_name), target)
     return Path(assemble(workdir / "model.gguf"))
-
 
 
 _VERIFIED: dict[Path, tuple] = {}  # folders whose files this process hashed, with the size and mtime each had then
@@ -71,7 +75,6 @@ def _is_complete(folder: Path, spec: EmbeddedModel) -> bool:
         return False
 
 
-
 def _convert_gguf(spec: EmbeddedModel, staging: Path) -> tuple[Path, str]:
     """De-quantize the package's GGUF into a safetensors folder under staging; return it and the GGUF sha256."""
     gguf = _gguf_path(spec, staging)
@@ -92,7 +95,6 @@ def _convert_gguf(spec: EmbeddedModel, staging: Path) -> tuple[Path, str]:
     return out, digest
 
 
-
 def _build_cache(spec: EmbeddedModel, folder: Path) -> None:
     """Convert once into folder, atomically: a marker lists every file's sha256, then one rename."""
     with staged_folder(folder) as staging:
@@ -102,7 +104,6 @@ def _build_cache(spec: EmbeddedModel, folder: Path) -> None:
         for item in out.iterdir():
             item.rename(staging / item.name)
         shutil.rmtree(staging / "work")
-
 
 
 def embedded_cache_dir(name: str) -> Path:
@@ -115,11 +116,10 @@ def embedded_cache_dir(name: str) -> Path:
     return folder
 
 
-
 def _load_hub(name: str, dtype: torch.dtype, device_map: str | None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a hub id or local folder; one clear line when it is not available offline."""
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name)
+        tokenizer = AutoTokenizer.from_pretrained(name, **tokenizer_options(name))
         model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, device_map=device_map)
     except OSError as exc:
         raise UserError(
@@ -127,7 +127,6 @@ def _load_hub(name: str, dtype: torch.dtype, device_map: str | None) -> tuple[Pr
             f"use an embedded model ({', '.join(EMBEDDED)}) or run where the hub is reachable"
         ) from exc
     return model, tokenizer
-
 
 
 def load_causal_lm(
@@ -152,7 +151,6 @@ def load_causal_lm(
     return model, tokenizer
 
 
-
 def model_identity(name: str) -> dict[str, str]:
     """What identifies a model for provenance and cache hashes: name, source and checksum or revision."""
     if name in EMBEDDED:
@@ -166,7 +164,6 @@ def model_identity(name: str) -> dict[str, str]:
         return {"name": name, "source": f"{spec.package}=={ver}", "sha256": spec.sha256, "licence": spec.licence}
     return {"name": portable(name),
             "source": "huggingface-hub" if not Path(name).exists() else portable(str(Path(name).resolve()))}
-
 
 
 def describe(name: str) -> dict[str, object]:
