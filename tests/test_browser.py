@@ -69,6 +69,12 @@ def _missing_alt(page: Path, images: list[list[str]]) -> list[str]:
     return bad
 
 
+def test_no_progress_bar_reaches_a_page(site: Path) -> None:
+    """Progress bars (model conversion, weight loading, sampling, training) stay on stderr, which pages drop."""
+    bar = re.compile(r"\d+/\d+ \[[^\]]*(it/s|s/it)\]")
+    assert not [page.name for page in _pages(site) if bar.search(page.read_text(encoding="utf-8"))]
+
+
 def test_every_page_loads_cleanly(site: Path, browser) -> None:
     problems: list[str] = []
     pages = _pages(site)

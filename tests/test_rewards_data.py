@@ -14,7 +14,7 @@ from companion.core.errors import UserError
 from companion.rewards import sentiment_sets
 from companion.rewards.baselines import fit_shortcuts
 from companion.rewards.gold import gold_labeller
-from companion.rewards.preferences import deduplicate, normalise, pair_texts
+from companion.rewards.preferences import PreferenceSet, deduplicate, normalise, pair_texts, set_descriptions
 from companion.rewards.sentiment_sets import SPECS, BuildSettings, embedded_sets, embedded_training, labelled_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,3 +88,15 @@ def test_shortcut_rules_learn_length_and_words_but_not_the_prompt():
     test = [{"prompt": "q", "chosen": " good", "rejected": " bad bad bad"}]
     assert rules.length_correct(test).tolist() == [0.0] and rules.bow_correct(test).tolist() == [1.0]
     json.dumps({"ok": float(rules.bow_correct(train).mean())})
+
+
+def test_set_descriptions_list_every_set_with_its_shift_and_size():
+    """The page lists what each set shifts below the shortcut table, one line per set."""
+    pair = {"prompt": "p", "chosen": " a", "rejected": " b"}
+    sets = [PreferenceSet(spec.name, spec.shift, spec.description, (pair,) * (i + 1))
+            for i, spec in enumerate(SPECS.values())]
+    lines = set_descriptions(sets).splitlines()
+    assert len(lines) == len(SPECS)
+    assert lines[0] == f"- **in-distribution** (in distribution, 1 pairs): {SPECS['in-distribution'].description}"
+    assert lines[1].startswith("- **rt-prompts** (prompt shift, 2 pairs): ")
+    assert any("(prompt and response shift" in line for line in lines)

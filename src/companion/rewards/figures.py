@@ -9,6 +9,7 @@ import pandas as pd
 import seaborn as sns
 
 from companion.core.style import BookFigure, label, palette
+from companion.rewards.preferences import SHIFT_NAMES
 from companion.rewards.training import train_curve
 
 NAMES = {"dporm": "DPORM (implicit, DPO)", "exrm": "EXRM (explicit, Bradley-Terry)"}
@@ -23,35 +24,37 @@ def _interval(value: float, ci: list[float]) -> list[list[float]]:
 
 def accuracy_by_setting(settings: list[dict], name: str = "dpo-accuracy",
                         title: str = "Preference accuracy per test set") -> BookFigure:
-    """Both models' accuracy per set with 95% intervals (pairs and seeds), the two shortcut rules, and chance."""
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.5 * len(settings) + 2), 4.5))
+    """Both models' accuracy per set with 95% intervals (pairs and seeds), the two shortcut rules, and chance; one row
+    per set, so set names are read on the y axis, and the legend below the data."""
+    fig, ax = plt.subplots(figsize=(8.5, 2.6 + 0.45 * len(settings)), layout="constrained")  # legend outside, below
     colours = palette([*NAMES, "length rule", "bag-of-words rule"])
-    x = np.arange(len(settings))
-    for offset, model in zip((-0.12, 0.12), NAMES):
+    y = np.arange(len(settings))[::-1]  # the first set on top
+    for offset, model in zip((0.12, -0.12), NAMES):
         for i, record in enumerate(settings):
             value = record[f"{model}_acc"]
-            ax.errorbar(x[i] + offset, value, yerr=_interval(value, record[f"{model}_ci"]), fmt="o", capsize=3,
+            ax.errorbar(value, y[i] + offset, xerr=_interval(value, record[f"{model}_ci"]), fmt="o", capsize=3,
                         color=colours[model], label=NAMES[model] if i == 0 else None)
-    for key, marker, rule in (("length_rule_acc", "_", "length rule"), ("bow_rule_acc", "x", "bag-of-words rule")):
-        points = [(i, r[key]) for i, r in enumerate(settings) if key in r]
+    for key, marker, rule in (("length_rule_acc", "|", "length rule"), ("bow_rule_acc", "x", "bag-of-words rule")):
+        points = [(r[key], yy) for yy, r in zip(y, settings) if r.get(key) is not None]
         if points:
             ax.scatter(*zip(*points), marker=marker, s=120, color=colours[rule], label=f"{rule} (ignores the prompt)")
-    ax.axhline(0.5, color="grey", linestyle=":", label="chance")
-    ax.set_xticks(x, [f"{r['name']}\n({r['shift']})" for r in settings], rotation=20, ha="right")
-    ax.set_ylim(0, 1.02)
-    ax.legend(loc="lower left", fontsize="small")
-    label(ax, title, "test set (shift)", "accuracy (chosen scored above rejected)")
-    rules = any("length_rule_acc" in r or "bow_rule_acc" in r for r in settings)
+    ax.axvline(0.5, color="grey", linestyle=":", label="chance")
+    ax.set_yticks(y, [f"{r['name']} ({r['shift']})" for r in settings])
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(-0.6, len(settings) - 0.4)
+    ax.grid(axis="y", visible=False)
+    handles, labels = ax.get_legend_handles_labels()
+    order = sorted(range(len(labels)), key=lambda i: (labels[i] not in NAMES.values(), labels[i] == "chance"))  # models first
+    fig.legend([handles[i] for i in order], [labels[i] for i in order], fontsize="small", loc="outside lower center",
+               ncol=3)
+    label(ax, title, "accuracy (share of pairs whose chosen response scores above the rejected one)", "test set (shift)")
+    rules = any(r.get("length_rule_acc") is not None or r.get("bow_rule_acc") is not None for r in settings)
     caption = (f"{title}: share of pairs whose chosen response each reward model scores higher, averaged over seeds, "
                "with 95% intervals (pairs by bootstrap, seeds by a t quantile), and chance (dotted)"
                + ("; the two shortcut rules are fitted on all the training pairs and never read the prompt." if rules else "."))
-    alt = ("Dot plot of DPORM and EXRM accuracy per test set with interval bars"
-           + (", shortcut-rule markers" if rules else "") + " and a chance line.")
+    alt = ("Horizontal dot plot: one row per test set, DPORM and EXRM accuracy on the x axis with interval bars"
+           + (", shortcut-rule markers" if rules else "") + " and a chance line at 0.5.")
     return BookFigure(fig, name, caption, alt)
-
-
-SHIFT_NAMES = {"id": "in distribution", "prompt": "prompt shift", "response": "response shift",
-               "prompt+response": "prompt and response shift"}
 
 
 def _points(value: float, _position: object = None) -> str:

@@ -22,6 +22,8 @@ from companion.core.preference_files import movie_reviews, read_preference_file
 
 Pair = dict[str, str]
 SHIFTS = ("id", "prompt", "response", "prompt+response")
+SHIFT_NAMES = {"id": "in distribution", "prompt": "prompt shift", "response": "response shift",
+               "prompt+response": "prompt and response shift"}
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,12 @@ class PreferenceSet:
     shift: str  # one of SHIFTS
     description: str
     pairs: tuple[Pair, ...]
+
+
+def set_descriptions(sets: list[PreferenceSet]) -> str:
+    """A Markdown list of the sets for the page: name, kind of shift, pairs, and what each shifts and why."""
+    return "\n".join(f"- **{t.name}** ({SHIFT_NAMES.get(t.shift, t.shift)}, {len(t.pairs)} pairs): {t.description}"
+                     for t in sets)
 
 
 @lru_cache(maxsize=1)
